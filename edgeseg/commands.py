@@ -1,0 +1,133 @@
+"""What each CLI command does, as plain functions (the CLI only parses and calls these)."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+from edgeseg.fileio import write_bytes, write_json
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def run_eval(
+    model: Path,
+    data: str,
+    split: str,
+    json_path: Path | None,
+    plots: Path | None,
+    backend: str = "auto",
+    device: str = "cpu",
+    limit: int | None = None,
+) -> dict:
+    from edgeseg.data import SegmentationData, resolve_dataset
+    from edgeseg.evaluate import evaluate
+    from edgeseg.metrics import format_table
+    from edgeseg.runtime import Segmenter
+
+    dataset = SegmentationData(resolve_dataset(data), split)
+    with Segmenter.load(model, backend=backend, device=device) as segmenter:
+        result = evaluate(segmenter, dataset, limit=limit)
+    report = {"model": str(model), "dataset": dataset.spec.name, "split": split, **result.to_dict()}
+    print(f"{model} on {dataset.spec.name} {split} ({result.num_images} images)")
+    print(format_table(result.metrics, result.class_names))
+    if json_path is not None:
+        write_json(json_path, report)
+        print(f"metrics: {json_path}")
+    plot_dir = plots or (json_path.parent if json_path is not None else None)
+    if plot_dir is not None:
+        _save_eval_plots(result, Path(plot_dir))
+    return report
+
+
+def _save_eval_plots(result, folder: Path) -> None:
+    from edgeseg.plots import save_confusion_matrix, save_iou_bars
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_confusion_matrix(result.confusion.matrix, result.class_names, folder / "confusion_matrix.png")
+    save_iou_bars(result.metrics.iou, result.class_names, folder / "per_class_iou.png")
+    print(f"plots: {folder / 'confusion_matrix.png'}, {folder / 'per_class_iou.png'}")
+
+
+def list_images(source: str) -> list[Path]:
+    """An image file, a folder of images, or a glob, sorted."""
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise EdgesegError(f"{source}: folder has no images ({', '.join(IMAGE_SUFFIXES)}); pass a folder of pictures")
+        return found
+    matches = sorted(Path(p) for p in glob.glob(source) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+    if not matches:
+        raise EdgesegError(f"{source}: no such image, folder or glob match; check the path")
+    return matches
+
+
+def read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise EdgesegError(f"{path}: cannot be read as an image; pass a valid JPEG/PNG file")
+    return image
+
+
+def run_predict(
+    model: Path, source: str, out: Path, alpha: float = 0.5, backend: str = "auto", device: str = "cpu", exist_ok: bool = False
+) -> list[Path]:
+    from edgeseg.runtime import Segmenter
+
+    images = list_images(source)
+    prepare_output_dir(out, exist_ok, flag="--out")
+    written = []
+    with Segmenter.load(model, backend=backend, device=device) as segmenter:
+        for path in images:
+            image = read_image(path)
+            labels = segmenter.segment(image)
+            written.append(write_image(out / f"{path.stem}.png", labels))
+            written.append(write_image(out / f"{path.stem}_overlay.jpg", segmenter.overlay(image, labels, alpha)))
+    print(f"{len(images)} images segmented into {out}")
+    return written
+
+
+def prepare_output_dir(out: Path, exist_ok: bool, flag: str) -> None:
+    if out.exists() and not out.is_dir():
+        raise EdgesegError(f"{flag} {out}: is a file; pass a folder")
+    if out.is_dir() and any(out.iterdir()) and not exist_ok:
+        raise EdgesegError(f"{flag} {out}: folder exists and is not empty; choose another or pass --exist-ok")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise EdgesegError(f"{flag} {out}: cannot create the folder ({err.strerror}); choose a writable path") from None
+
+
+def write_image(path: Path, image: np.ndarray) -> Path:
+    """Encode in memory, then write under a temporary name and rename: no half-written files."""
+    ok, encoded = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise EdgesegError(f"{path}: OpenCV cannot encode {path.suffix} files; use .png or .jpg")
+    return write_bytes(path, encoded.tobytes())
+
+
+def run_import_seed(
+    checkpoint: Path, num_classes: int, out: Path, data: str | None, img_size: tuple[int, int], output_stride: int
+) -> Path:
+    from edgeseg.checkpoint import import_seed
+
+    options: dict = {}
+    if data is not None:
+        from edgeseg.data import resolve_dataset
+
+        spec = resolve_dataset(data)
+        if spec.num_classes != num_classes:
+            raise EdgesegError(
+                f"--data {data}: has {spec.num_classes} classes but --num-classes is {num_classes}; make them agree"
+            )
+        options = {"classes": tuple(spec.classes), "palette": tuple(spec.palette), "ignore_index": spec.ignore_index}
+    path = import_seed(checkpoint, num_classes, out, input_size=tuple(img_size), output_stride=output_stride, **options)
+    print(f"edgeseg checkpoint: {path}")
+    return path

@@ -1,0 +1,53 @@
+"""The interface every backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.meta import ModelMeta
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int | str, ...]  # str for a dynamic dimension
+    dtype: str
+
+
+class Backend(ABC):
+    """Runs a preprocessed NCHW float32 batch; returns logits (N,C,H,W) or labels (N,H,W uint8)."""
+
+    name: str = "backend"
+    meta: ModelMeta
+    output_kind: str = "logits"  # or "labels" when argmax is inside the model
+    max_batch: int = 1
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path, device: str = "cpu", **options: object) -> "Backend": ...
+
+    @abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None:
+        """Release the model; the default has nothing to release."""
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return [TensorInfo("images", ("N", 3, *self.meta.input_size), "float32")]
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        if self.output_kind == "labels":
+            return [TensorInfo("labels", ("N", *self.meta.input_size), "uint8")]
+        return [TensorInfo("logits", ("N", self.meta.num_classes, *self.meta.input_size), "float32")]
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

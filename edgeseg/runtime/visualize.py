@@ -1,0 +1,28 @@
+"""Label maps to pictures: palette lookup, overlay blend, side-by-side."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+
+def palette_lut_bgr(palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """256-entry BGR lookup table; ids beyond the palette (ignore, 255) are black."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    for index, (r, g, b) in enumerate(palette[:256]):
+        lut[index] = (b, g, r)
+    return lut
+
+
+def colorize(labels: np.ndarray, lut_bgr: np.ndarray) -> np.ndarray:
+    return lut_bgr[labels]
+
+
+def overlay(image_bgr: np.ndarray, labels: np.ndarray, lut_bgr: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    return cv2.addWeighted(image_bgr, 1.0 - alpha, colorize(labels, lut_bgr), alpha, 0.0)
+
+
+def side_by_side(*images: np.ndarray) -> np.ndarray:
+    return np.concatenate(images, axis=1)

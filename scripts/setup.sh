@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Creates .venv and installs edgeseg for this machine:
+#   no NVIDIA GPU -> a CPU build of PyTorch + onnxruntime (never a CUDA download)
+#   NVIDIA GPU    -> PyTorch's default (CUDA) build + onnxruntime-gpu
+# Usage: bash scripts/setup.sh [--dev]        (--dev adds the test tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION="${EDGESEG_TORCH_VERSION:-2.13.0}"
+VENV="${EDGESEG_VENV:-.venv}"
+extras="train"
+[ "${1:-}" = "--dev" ] && extras="$extras,dev"
+
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    extras="$extras,gpu"
+    "$VENV/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" "torch==$TORCH_VERSION"
+else
+    extras="$extras,cpu"
+    if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+        # A local wheel cache first (offline machines), then PyTorch's own CPU-only index.
+        "${pip[@]}" --no-index "torch==$TORCH_VERSION" 2>/dev/null \
+            || "${pip[@]}" "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
+    fi
+fi
+"${pip[@]}" -e ".[$extras]"
+"$VENV/bin/python" -c "import edgeseg, torch, onnxruntime; print('edgeseg', edgeseg.__version__, '| torch', torch.__version__, '| onnxruntime', onnxruntime.__version__)"
