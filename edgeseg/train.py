@@ -444,7 +444,8 @@ class _progress:
     """A rich progress bar (loss, lr, it/s, ETA) on the main rank; silent elsewhere."""
 
     def __init__(self, enabled: bool, title: str, total: int) -> None:
-        self.enabled, self.title, self.total = enabled, title, total
+        # Logs and CI get the one line per epoch only; a bar needs a terminal.
+        self.enabled, self.title, self.total = enabled and sys.stdout.isatty(), title, total
 
     def __enter__(self) -> "_progress":
         if self.enabled:
