@@ -11,7 +11,6 @@ benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -49,6 +48,16 @@ def measure(device: str, batch_size: int, img_size: tuple[int, int], output_stri
     return batch_size / (sum(timings) / len(timings))
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -67,7 +76,7 @@ def main() -> None:
         rows.append({"output_stride": output_stride, "images_per_second": round(rate, 3)})
     for row in rows:
         row["ratio_to_first"] = round(row["images_per_second"] / rows[0]["images_per_second"], 3)
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu_name()
     result = {
         "benchmark": "train_throughput", "device": args.device, "device_name": device_name, "threads": args.threads,
         "batch_size": args.batch_size, "img_size": list(args.img_size), "amp": args.amp, "iters": args.iters,

@@ -82,9 +82,9 @@ def run_predict(
     from edgeseg.runtime import Segmenter
 
     images = list_images(source)
-    prepare_output_dir(out, exist_ok, flag="--out")
     written = []
     with Segmenter.load(model, backend=backend, device=device) as segmenter:
+        prepare_output_dir(out, exist_ok, flag="--out")
         for path in images:
             image = read_image(path)
             labels = segmenter.segment(image)

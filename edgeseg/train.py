@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from edgeseg import __version__
 from edgeseg.checkpoint import checkpoint_dict, read_checkpoint, save_checkpoint
-from edgeseg.data import DatasetSpec, SegmentationData, resolve_dataset, train_augment
+from edgeseg.data import SegmentationData, resolve_dataset, train_augment
 from edgeseg.errors import EdgesegError
 from edgeseg.evaluate import evaluate
 from edgeseg.fileio import atomic_path
