@@ -20,8 +20,9 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
 else
     extras="$extras,cpu"
     if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-        # A local wheel cache first (offline machines), then PyTorch's own CPU-only index.
-        "${pip[@]}" --no-index "torch==$TORCH_VERSION" 2>/dev/null \
+        # "+cpu" only matches a CPU build: from a local wheel cache or a configured index if one
+        # has it, else from PyTorch's own CPU-only index. Never PyPI's default (CUDA) build.
+        "${pip[@]}" "torch==$TORCH_VERSION+cpu" 2>/dev/null \
             || "${pip[@]}" "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
     fi
 fi
