@@ -1,0 +1,50 @@
+"""Pre/post-processing of the runtime: letterbox, normalisation, conversions, label mapping back."""
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import EdgesegError
+from edgeseg.meta import Preprocess
+from edgeseg.runtime.preprocess import Preprocessor, labels_to_source, to_bgr8
+
+
+def test_letterbox_pads_grey_and_normalises_rgb_by_255():
+    image = np.zeros((30, 90, 3), np.uint8)
+    image[..., 0] = 255  # blue in BGR
+    pre = Preprocessor(Preprocess(), (64, 96))
+    place = pre(image)
+    assert (place.top, place.left, place.height, place.width) == (16, 0, 32, 96)
+    chw = pre.buffer[0]
+    assert np.allclose(chw[:, 0, 0], 128 / 255)  # padding is grey 128
+    assert np.allclose(chw[:, 32, 48], [0, 0, 1])  # RGB order: blue is the last channel
+
+
+def test_mean_std_and_bgr_order():
+    spec = Preprocess(channel_order="BGR", mean=(0.5, 0.5, 0.5), std=(0.5, 0.25, 0.5), resize="resize")
+    pre = Preprocessor(spec, (8, 8))
+    pre(np.full((4, 4, 3), (255, 0, 255), np.uint8))
+    assert np.allclose(pre.buffer[0][:, 0, 0], [1.0, -2.0, 1.0])
+
+
+def test_labels_come_back_at_the_image_size_without_padding():
+    pre = Preprocessor(Preprocess(), (64, 96))
+    place = pre(np.zeros((30, 90, 3), np.uint8))
+    labels = np.full((64, 96), 9, np.uint8)
+    labels[16:48] = 3
+    back = labels_to_source(labels, place)
+    assert back.shape == (30, 90) and set(np.unique(back)) == {3}
+
+
+@pytest.mark.parametrize(
+    "image",
+    [np.zeros((5, 6), np.uint8), np.zeros((5, 6, 4), np.uint8), np.full((5, 6, 3), 65535, np.uint16)],
+    ids=["grey", "bgra", "16-bit"],
+)
+def test_conversions_to_8bit_bgr(image):
+    out = to_bgr8(image)
+    assert out.shape == (5, 6, 3) and out.dtype == np.uint8
+
+
+def test_empty_image_is_an_error():
+    with pytest.raises(EdgesegError, match="empty image"):
+        to_bgr8(np.zeros((0, 0, 3), np.uint8))
