@@ -124,6 +124,34 @@ def import_seed(
     run_import_seed(checkpoint, num_classes, out, data, img_size, output_stride)
 
 
+@app.command("export")
+def export_(
+    model: Path = typer.Argument(..., help="Checkpoint (.pt) to export."),
+    out: Path = typer.Option(..., "--out", help="Folder for <name>.fp32.onnx and parity.json."),
+    img_size: Optional[tuple[int, int]] = typer.Option(None, "--img-size", help="Input H W (default: the checkpoint's)."),
+    batch: int = typer.Option(1, "--batch", help="Fixed batch size."),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Dynamic batch axis."),
+    argmax: bool = typer.Option(False, "--argmax", help="Output uint8 labels (N,H,W) computed in the graph."),
+    opset: int = typer.Option(17, "--opset"),
+    precision: str = typer.Option("fp32", "--precision", help="Comma-separated precisions (this version: fp32)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Parity proof against PyTorch (needs --data)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset whose val images the parity proof uses."),
+    num_verify: int = typer.Option(20, "--num-verify", help="Images in the parity proof."),
+    allow_parity_failure: bool = typer.Option(False, "--allow-parity-failure", help="Keep the export even if parity fails."),
+    name: str = typer.Option("model", "--name", help="File name stem."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into a non-empty --out folder."),
+) -> None:
+    """Export a checkpoint to ONNX with its metadata, and prove it matches PyTorch."""
+    from edgeseg.export import export_onnx
+
+    result = export_onnx(
+        model, out, name=name, img_size=img_size, batch=batch, dynamic_batch=dynamic_batch, argmax=argmax,
+        opset=opset, precisions=tuple(p.strip() for p in precision.split(",") if p.strip()), verify=verify,
+        data=data, num_verify=num_verify, allow_parity_failure=allow_parity_failure, exist_ok=exist_ok,
+    )  # fmt: skip
+    typer.echo(f"onnx: {result.onnx_path}")
+
+
 def run() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:

@@ -15,6 +15,7 @@ from edgeseg.runtime.backends.base import Backend, TensorInfo
 # backend name -> (module, class, file suffixes it opens)
 _REGISTRY: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "torch": ("edgeseg.runtime.backends.torch_backend", "TorchBackend", (".pt", ".pth")),
+    "onnxruntime": ("edgeseg.runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",)),
 }
 
 

@@ -1,0 +1,72 @@
+"""ONNX Runtime backend: CPU, CUDA or TensorRT execution provider, chosen by ``device``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+from edgeseg.onnx_meta import parse_meta
+from edgeseg.runtime.backends.base import Backend
+
+PROVIDERS = {
+    "cpu": ("CPUExecutionProvider", "pip install 'edgeseg[cpu]'"),
+    "cuda": ("CUDAExecutionProvider", "pip install 'edgeseg[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU"),
+    "tensorrt": ("TensorrtExecutionProvider", "onnxruntime-gpu built with TensorRT, and TensorRT itself"),
+}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, session, meta, output_kind: str, fixed_batch: int | None) -> None:
+        self.session = session
+        self.meta = meta
+        self.output_kind = output_kind
+        self.fixed_batch = fixed_batch
+        self.max_batch = fixed_batch or 1 << 16
+        self.input_name = session.get_inputs()[0].name
+
+    @classmethod
+    def load(cls, path: Path, device: str = "cpu", threads: int | None = None, **_: object) -> "OnnxRuntimeBackend":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EdgesegError(f"{path}: ONNX Runtime is not installed; {PROVIDERS['cpu'][1]}") from None
+        session = _open_session(ort, Path(path), device, threads)
+        meta, extras = parse_meta(session.get_modelmeta().custom_metadata_map, path)
+        batch_dim = session.get_inputs()[0].shape[0]
+        return cls(session, meta, extras["output_kind"], batch_dim if isinstance(batch_dim, int) else None)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        if self.fixed_batch is not None and batch.shape[0] != self.fixed_batch:
+            raise EdgesegError(
+                f"batch of {batch.shape[0]}: this model was exported for batch {self.fixed_batch}; "
+                "re-export with --dynamic-batch or --batch to match"
+            )
+        return self.session.run(None, {self.input_name: batch})[0]
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _open_session(ort, path: Path, device: str, threads: int | None):
+    kind = device.split(":")[0]
+    if kind not in PROVIDERS:
+        raise EdgesegError(f"--device {device}: choose one of {', '.join(PROVIDERS)} for an .onnx model")
+    provider, install = PROVIDERS[kind]
+    if provider not in ort.get_available_providers():
+        raise EdgesegError(f"--device {device}: ONNX Runtime here has no {provider}; install {install}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if not path.is_file():
+        raise EdgesegError(f"{path}: no such model file; check the path")
+    try:
+        return ort.InferenceSession(str(path), options, providers=[provider])
+    except Exception as err:  # ORT raises its own exception types for corrupt or truncated files
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise EdgesegError(f"{path}: cannot be loaded by ONNX Runtime ({reason}); re-export it with `edgeseg export`") from None
