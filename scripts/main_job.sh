@@ -7,7 +7,7 @@ bash scripts/setup.sh
 
 CAMVID="${EDGESEG_CAMVID:-../shared/datasets/camvid}"
 DATA="camvid:$CAMVID"
-MODEL="${EDGESEG_MODEL:-models/camvid/best.pt}"
+MODEL="${EDGESEG_MODEL:-models/reference/best.pt}"
 OUT="${EDGESEG_OUT:-out/main}"
 edgeseg=.venv/bin/edgeseg
 
