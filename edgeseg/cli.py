@@ -78,7 +78,7 @@ def train(
 
 @app.command("eval")
 def eval_(
-    model: Path = typer.Argument(..., help="Model file (.pt)."),
+    model: Path = typer.Argument(..., help="Model file (.pt, .onnx, .engine)."),
     data: str = typer.Option(..., "--data", help="Dataset: NAME:ROOT, a .toml, or a folder with dataset.toml."),
     split: str = typer.Option("val", "--split"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write metrics as JSON here."),
@@ -86,11 +86,16 @@ def eval_(
     backend: str = typer.Option("auto", "--backend"),
     device: str = typer.Option("cpu", "--device"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Compare with this reference model (e.g. the .pt it came from): deltas, agreement, worst images."),
+    worst: int = typer.Option(4, "--worst", help="With --reference: save this many most-different images side by side."),
 ) -> None:
     """Score a model on a labelled split: mIoU, per-class IoU, pixel and mean accuracy."""
-    from edgeseg.commands import run_eval
+    from edgeseg.commands import run_eval, run_fidelity
 
-    run_eval(model, data, split, json_path, plots, backend, device, limit)
+    if reference is not None:
+        run_fidelity(model, reference, data, split, json_path, backend, device, limit, worst)
+    else:
+        run_eval(model, data, split, json_path, plots, backend, device, limit)
 
 
 @app.command()
@@ -127,29 +132,72 @@ def import_seed(
 @app.command("export")
 def export_(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) to export."),
-    out: Path = typer.Option(..., "--out", help="Folder for <name>.fp32.onnx and parity.json."),
+    out: Path = typer.Option(..., "--out", help="Folder for the ONNX models, calibration files, engines and reports."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Target profile: a name in export/ (e.g. jetson-orin-nano-int8) or a .toml file; flags override it."),
     img_size: Optional[tuple[int, int]] = typer.Option(None, "--img-size", help="Input H W (default: the checkpoint's)."),
-    batch: int = typer.Option(1, "--batch", help="Fixed batch size."),
-    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Dynamic batch axis."),
-    argmax: bool = typer.Option(False, "--argmax", help="Output uint8 labels (N,H,W) computed in the graph."),
-    opset: int = typer.Option(17, "--opset"),
-    precision: str = typer.Option("fp32", "--precision", help="Comma-separated precisions (this version: fp32)."),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Parity proof against PyTorch (needs --data)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset whose val images the parity proof uses."),
-    num_verify: int = typer.Option(20, "--num-verify", help="Images in the parity proof."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Fixed batch size (default 1)."),
+    dynamic_batch: Optional[int] = typer.Option(None, "--dynamic-batch", help="Dynamic batch axis up to MAX."),
+    argmax: Optional[bool] = typer.Option(None, "--argmax/--logits", help="Output uint8 labels (N,H,W) computed in the graph, or logits."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Comma-separated: fp32, fp16, int8 (default fp32)."),
+    calib: Optional[str] = typer.Option(None, "--calib", help="Calibration images: a manifest from `edgeseg calib-data`, or a folder or glob of images."),
+    calib_method: Optional[str] = typer.Option(None, "--calib-method", help="percentile (default), entropy or minmax."),
+    percentile: Optional[float] = typer.Option(None, "--percentile", help="Percentile of |x| kept by --calib-method percentile (default 99.99)."),
+    calib_images: Optional[int] = typer.Option(None, "--calib-images", help="Calibrate on the first N images of --calib (default 64)."),
+    keep_fp: Optional[str] = typer.Option(None, "--keep-fp", help="Comma-separated node names or op types kept in floating point."),
+    max_miou_drop: Optional[float] = typer.Option(None, "--max-miou-drop", help="Keep the most INT8-sensitive layers in float until INT8 is within D mIoU points of FP32 (on training images)."),
+    engine: Optional[bool] = typer.Option(None, "--engine/--no-engine", help="Also build TensorRT engines (needs the trt extra and a GPU)."),
+    int8_source: Optional[str] = typer.Option(None, "--int8-source", help="INT8 engine from the Q/DQ ONNX (qdq) or the calibration cache (cache)."),
+    trt_version: Optional[str] = typer.Option(None, "--trt-version", help="TensorRT version of the target, for the calibration cache header (default 10.3.0)."),
+    workspace: Optional[int] = typer.Option(None, "--workspace", help="TensorRT workspace limit in MiB (default 1024)."),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", help="Build for this DLA core, with GPU fallback."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, reused across builds."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Parity and fidelity proofs against PyTorch (needs --data)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset whose val images the proofs use."),
+    num_verify: int = typer.Option(20, "--num-verify", help="Images in the FP32 parity proof."),
+    fidelity_images: Optional[int] = typer.Option(None, "--fidelity-images", help="Images of the val split in the FP16/INT8 fidelity report (default all)."),
     allow_parity_failure: bool = typer.Option(False, "--allow-parity-failure", help="Keep the export even if parity fails."),
     name: str = typer.Option("model", "--name", help="File name stem."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into a non-empty --out folder."),
 ) -> None:
-    """Export a checkpoint to ONNX with its metadata, and prove it matches PyTorch."""
-    from edgeseg.export import export_onnx
+    """Export a checkpoint to ONNX (FP32, FP16, INT8) and TensorRT, proving each matches PyTorch."""
+    from edgeseg.export import ExportOptions, export_model
+    from edgeseg.profiles import load_profile
 
-    result = export_onnx(
-        model, out, name=name, img_size=img_size, batch=batch, dynamic_batch=dynamic_batch, argmax=argmax,
-        opset=opset, precisions=tuple(p.strip() for p in precision.split(",") if p.strip()), verify=verify,
-        data=data, num_verify=num_verify, allow_parity_failure=allow_parity_failure, exist_ok=exist_ok,
-    )  # fmt: skip
-    typer.echo(f"onnx: {result.onnx_path}")
+    flags = {
+        "img_size": img_size, "batch": batch, "dynamic_batch": dynamic_batch, "argmax": argmax, "opset": opset,
+        "precisions": _split(precision), "calib": calib, "calib_method": calib_method, "percentile": percentile,
+        "calib_images": calib_images, "keep_fp": _split(keep_fp), "max_miou_drop": max_miou_drop, "engine": engine,
+        "int8_source": int8_source, "trt_version": trt_version, "workspace_mib": workspace, "dla_core": dla_core,
+        "timing_cache": str(timing_cache) if timing_cache else None, "fidelity_images": fidelity_images,
+    }  # fmt: skip
+    settings = load_profile(profile) if profile else {}
+    settings.update({key: value for key, value in flags.items() if value is not None})
+    for key in ("precisions", "keep_fp", "img_size"):
+        if key in settings:
+            settings[key] = tuple(settings[key])
+    options = ExportOptions(**settings, verify=verify, data=data, num_verify=num_verify,
+                            allow_parity_failure=allow_parity_failure, name=name, exist_ok=exist_ok)  # fmt: skip
+    result = export_model(model, out, options)
+    typer.echo(f"exported to {out}: " + ", ".join(p.name for p in result.files.values()))
+
+
+@app.command("calib-data")
+def calib_data(
+    data: str = typer.Option(..., "--data", help="Dataset: NAME:ROOT, a .toml, or a folder with dataset.toml."),
+    out: Path = typer.Option(..., "--out", help="Folder for manifest.json (e.g. calib_data/camvid-train-256)."),
+    split: str = typer.Option("train", "--split", help="Split to choose from; never the one you evaluate on."),
+    n: int = typer.Option(256, "--n", help="Images to choose."),
+) -> None:
+    """Choose calibration images covering rare classes; write a manifest (paths and sha256)."""
+    from edgeseg.calibration import make_calibration_manifest
+
+    path = make_calibration_manifest(data, split, n, out)
+    typer.echo(f"calibration manifest: {path}")
+
+
+def _split(value: Optional[str]) -> Optional[tuple[str, ...]]:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def run() -> None:

@@ -44,6 +44,44 @@ def run_eval(
     return report
 
 
+def run_fidelity(
+    model: Path,
+    reference: Path,
+    data: str,
+    split: str,
+    json_path: Path | None,
+    backend: str = "auto",
+    device: str = "cpu",
+    limit: int | None = None,
+    worst: int = 4,
+) -> dict:
+    """``eval MODEL --reference REF``: both against ground truth, and MODEL against REF's predictions."""
+    from edgeseg.data import SegmentationData, resolve_dataset
+    from edgeseg.fidelity import compare_to_reference, format_fidelity, reference_predictions, save_worst_images
+    from edgeseg.runtime import Segmenter
+
+    dataset = SegmentationData(resolve_dataset(data), split)
+    with Segmenter.load(reference, device=device) as ref_model:
+        ref = reference_predictions(ref_model, dataset, str(reference), limit)
+    with Segmenter.load(model, backend=backend, device=device) as deployed:
+        result = compare_to_reference(deployed, ref, dataset, str(model), worst)
+        images = []
+        if worst > 0 and json_path is not None:  # the pictures go beside the report
+            folder = json_path.parent / f"{Path(model).name}.worst"
+            images = save_worst_images(result, deployed, ref, dataset, folder)
+    class_names = tuple(dataset.spec.classes)
+    print(f"{model} against {reference} on {dataset.spec.name} {split} ({result.num_images} images)")
+    print(format_fidelity([result], class_names))
+    report = {"dataset": dataset.spec.name, "split": split, **result.to_dict(class_names),
+              "worst_images": [str(p) for p in images]}  # fmt: skip
+    if images:
+        print(f"most different images (image | reference | model | difference): {images[0].parent}")
+    if json_path is not None:
+        write_json(json_path, report)
+        print(f"fidelity: {json_path}")
+    return report
+
+
 def _save_eval_plots(result, folder: Path) -> None:
     from edgeseg.plots import save_confusion_matrix, save_iou_bars
 

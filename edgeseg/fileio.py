@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -36,3 +37,11 @@ def write_bytes(path: str | Path, payload: bytes) -> Path:
 def write_json(path: str | Path, data: object) -> Path:
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     return write_bytes(path, text.encode())
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

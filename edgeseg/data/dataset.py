@@ -87,6 +87,10 @@ class SegmentationData:
         """Pixels of each class over all labels of the split (ignored pixels excluded), int64 (num_classes,)."""
         return self._mapped_counts().sum(axis=0)
 
+    def image_class_counts(self) -> np.ndarray:
+        """Per image, pixels of each class (ignored pixels excluded): int64 (len(self), num_classes)."""
+        return self._mapped_counts()
+
     def median_frequency_weights(self) -> np.ndarray:
         """Median-frequency class weights (Eigen & Fergus 2015; SegNet), float32 (num_classes,).
 
