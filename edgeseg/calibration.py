@@ -131,14 +131,17 @@ def load_calibration_set(calib: str | Path) -> CalibrationSet:
         return _from_manifest(manifest, source)
     if path.suffix == ".json":
         raise EdgesegError(f"--calib {source}: no such manifest; make one with `edgeseg calib-data`")
-    from edgeseg.commands import list_images
+    from edgeseg.commands import IMAGE_SUFFIXES, list_images
 
-    try:
-        images = list_images(source)
-    except EdgesegError:
-        raise EdgesegError(
-            f"--calib {source}: not a calibration manifest, image folder or glob; make one with `edgeseg calib-data`"
-        ) from None
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        try:
+            images = list_images(source)
+        except EdgesegError:
+            raise EdgesegError(
+                f"--calib {source}: no such manifest, image folder or glob; make a set with `edgeseg calib-data`"
+            ) from None
     readable = [p for p in images if _readable(p)]
     _check_count(readable, source)
     return CalibrationSet(tuple(readable), source, None)

@@ -40,7 +40,7 @@ def test_parity_report(exported):
     assert report["passed"] is True and report["override_used"] is False
     assert report["num_images"] == 3 and report["argmax_agreement"] >= 0.999
     assert report["max_rel_logit_diff"] <= 1e-3
-    assert sorted(p.name for p in exported.onnx_path.parent.iterdir()) == ["model.fp32.onnx", "parity.json"]
+    assert sorted(p.name for p in exported.onnx_path.parent.iterdir()) == ["export.json", "model.fp32.onnx", "parity.json"]
 
 
 def test_resize_nodes_keep_align_corners(exported):
@@ -88,8 +88,8 @@ def test_cli_export_errors_leave_nothing(small_checkpoint, camvid, tmp_path):
     assert_one_line_error(run_cli("export", small_checkpoint, "--out", out, "--img-size", "100", "128", "--no-verify"),
                           "--img-size", "multiples of 8")  # fmt: skip
     assert_one_line_error(run_cli("export", small_checkpoint, "--out", out), "--data", "--no-verify")
-    assert_one_line_error(run_cli("export", small_checkpoint, "--out", out, "--precision", "int8", "--no-verify"),
-                          "--precision int8")  # fmt: skip
+    assert_one_line_error(run_cli("export", small_checkpoint, "--out", out, "--precision", "int4", "--no-verify"),
+                          "--precision int4")  # fmt: skip
     assert not out.exists() or not any(out.iterdir())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

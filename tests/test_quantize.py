@@ -1,0 +1,205 @@
+"""FP16, INT8 and the TensorRT calibration cache, on real ONNX Runtime sessions and real CamVid images."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from conftest import assert_one_line_error, run_cli
+from edgeseg.calibration import load_calibration_set, make_calibration_manifest, select_by_coverage
+from edgeseg.errors import EdgesegError
+from edgeseg.export import export_onnx
+from edgeseg.onnx_meta import read_meta
+from edgeseg.quantize import (
+    activation_scales,
+    entropy_threshold,
+    read_calibration_cache,
+    trt_version_code,
+)
+from edgeseg.runtime import Segmenter
+
+
+@pytest.fixture(scope="module")
+def manifest(camvid, tmp_path_factory):
+    return make_calibration_manifest(f"camvid:{camvid}", "train", 32, tmp_path_factory.mktemp("calib") / "camvid-32")
+
+
+@pytest.fixture(scope="module")
+def exported(small_checkpoint, camvid, manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("quant") / "out"
+    return export_onnx(small_checkpoint, out, data=f"camvid:{camvid}", num_verify=2, fidelity_images=4,
+                       precisions=("fp32", "fp16", "int8"), calib=str(manifest.parent), calib_images=32,
+                       trt_version="8.5.2")  # fmt: skip
+
+
+def _initializers(path):
+    graph = onnx.load(str(path)).graph
+    return graph, {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+
+
+def test_all_artefacts_written_with_their_precision(exported):
+    names = sorted(p.name for p in exported.onnx_path.parent.iterdir())
+    assert names == sorted(["model.fp32.onnx", "model.fp16.onnx", "model.int8.qdq.onnx", "model.int8.onnx",
+                            "model.calib.cache", "model.calib.json", "parity.json", "fidelity.json", "export.json"])  # fmt: skip
+    for key, precision in (("fp32", "fp32"), ("fp16", "fp16"), ("int8_qdq", "int8"), ("int8", "int8")):
+        assert read_meta(exported.files[key])[1]["precision"] == precision
+
+
+def test_tensorrt_form_is_symmetric_int8_with_float_biases(exported):
+    graph, constants = _initializers(exported.files["int8_qdq"])
+    quantizers = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert quantizers
+    for node in quantizers:
+        zero_point = constants[node.input[2]]
+        assert zero_point.dtype == np.int8 and not zero_point.any()
+    weights = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants]
+    assert weights and all(constants[n.input[0]].dtype == np.int8 for n in weights)  # no int32 bias DQ
+    assert any(constants[n.input[1]].size > 1 for n in weights)  # per-channel weight scales
+
+
+def test_cpu_form_has_uint8_activations(exported):
+    graph, constants = _initializers(exported.files["int8"])
+    activation_zero_points = [constants[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert activation_zero_points and all(z.dtype == np.uint8 for z in activation_zero_points)
+
+
+def test_fp16_model_keeps_float32_input_and_output(exported):
+    session = ort.InferenceSession(str(exported.files["fp16"]), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float)" and session.get_outputs()[0].type == "tensor(float)"
+    graph, constants = _initializers(exported.files["fp16"])
+    assert any(array.dtype == np.float16 for array in constants.values())
+
+
+def test_calibration_cache_matches_qdq_scales(exported):
+    header, scales = read_calibration_cache(exported.files["calib_cache"])
+    assert header == "TRT-8502-EntropyCalibration2"
+    qdq = activation_scales(exported.files["int8_qdq"])
+    shared = set(scales) & set(qdq)
+    assert "images" in shared and len(shared) >= 0.9 * len(qdq)
+    for name in shared:
+        assert scales[name] == np.float32(qdq[name]), name
+    ranges = json.loads(exported.files["calib_ranges"].read_text())["data"]
+    assert set(scales) == set(ranges)
+    for line in exported.files["calib_cache"].read_text().splitlines()[1:]:
+        name, value = line.rsplit(": ", 1)
+        assert len(value) == 8 and int(value, 16) >= 0
+
+
+def test_int8_models_run_and_mostly_agree_with_fp32(exported, camvid):
+    """An untrained model has near-flat logits, so a loose bound; the trained model's numbers are in benchmarks/."""
+    import cv2
+
+    images = [cv2.imread(str(p)) for p in sorted((camvid / "images" / "val").glob("*.jpg"))[:3]]
+    with Segmenter.load(exported.files["fp32"]) as fp32:
+        expected = [fp32.segment(image) for image in images]
+    for key in ("int8_qdq", "int8", "fp16"):
+        with Segmenter.load(exported.files[key]) as deployed:
+            agreement = np.mean([(deployed.segment(i) == e).mean() for i, e in zip(images, expected)])
+        assert agreement >= 0.75, (key, agreement)
+
+
+def test_fidelity_and_manifest_reports(exported):
+    fidelity = json.loads((exported.onnx_path.parent / "fidelity.json").read_text())
+    models = {m["model"]: m for m in fidelity["models"]}
+    assert set(models) == {"model.fp32.onnx", "model.fp16.onnx", "model.int8.qdq.onnx", "model.int8.onnx"}
+    assert models["model.fp32.onnx"]["pixel_agreement"] > 0.999 and models["model.int8.onnx"]["num_images"] == 4
+    manifest = json.loads((exported.onnx_path.parent / "export.json").read_text())
+    assert manifest["calibration"]["images"] == 32 and len(manifest["calibration"]["manifest_sha256"]) == 64
+    assert manifest["calibration"]["trt_cache_header"] == "TRT-8502-EntropyCalibration2"
+    assert set(manifest["seconds"]) >= {"fp32", "parity", "fp16", "int8", "fidelity", "total"}
+
+
+def test_trt_version_codes():
+    assert trt_version_code("8.5.2") == "8502" and trt_version_code("8.6.1") == "8601"
+    assert trt_version_code("10.3.0") == "100300" and trt_version_code("10") == "100000"
+    with pytest.raises(EdgesegError, match="--trt-version"):
+        trt_version_code("ten")
+
+
+def test_entropy_threshold_clips_a_long_tail_but_not_a_compact_range():
+    edges = np.linspace(0, 10, 2049)
+    compact = np.histogram(np.random.default_rng(0).uniform(0, 10, 200_000), bins=edges)[0]
+    assert entropy_threshold(compact, edges) > 9.5
+    bulk = np.abs(np.random.default_rng(1).normal(0, 0.5, 200_000))
+    tailed = np.histogram(np.concatenate([bulk, [9.9]]), bins=edges)[0]
+    threshold = entropy_threshold(tailed, edges)
+    assert 1.0 < threshold < 5.0
+
+
+def test_coverage_selection_prefers_images_with_rare_classes():
+    counts = np.array([[1000, 0], [1000, 0], [900, 100], [1000, 0], [950, 50]])
+    picks = select_by_coverage(counts, 2)
+    assert sorted(picks) == [2, 4] and select_by_coverage(counts, 2) == picks
+
+
+def test_calibration_manifest_never_touches_the_evaluation_split(camvid, manifest):
+    content = json.loads(manifest.read_text())
+    val_names = {p.name for p in (camvid / "images" / "val").iterdir()}
+    train_names = {p.name for p in (camvid / "images" / "train").iterdir()}
+    chosen = [entry["path"] for entry in content["images"]]
+    assert len(chosen) == 32 and all(p.startswith("images/train/") for p in chosen)
+    assert {p.rsplit("/", 1)[1] for p in chosen} <= train_names and not {p.rsplit("/", 1)[1] for p in chosen} & val_names
+    assert len(load_calibration_set(manifest.parent)) == 32
+    done = run_cli("calib-data", "--data", f"camvid:{camvid}", "--split", "val", "--out", manifest.parent / "x")
+    assert_one_line_error(done, "--split val", "--split train")
+
+
+def test_calibration_input_errors(camvid, manifest, tmp_path):
+    with pytest.raises(EdgesegError, match="at least 32"):
+        load_calibration_set(str(camvid / "images" / "val" / "0016E5_07*.jpg"))
+    with pytest.raises(EdgesegError, match="no such manifest"):
+        load_calibration_set(tmp_path / "missing")
+    tampered = tmp_path / "manifest.json"
+    content = json.loads(manifest.read_text())
+    content["root"] = str(camvid.resolve())
+    content["images"][0]["sha256"] = "0" * 64
+    tampered.write_text(json.dumps(content))
+    with pytest.raises(EdgesegError, match="has changed"):
+        load_calibration_set(tampered)
+
+
+def test_export_int8_errors_leave_nothing(small_checkpoint, manifest, tmp_path):
+    out = tmp_path / "e"
+    base = ("export", small_checkpoint, "--out", out, "--no-verify")
+    assert_one_line_error(run_cli(*base, "--precision", "int8"), "--calib")
+    assert_one_line_error(run_cli(*base, "--precision", "int8", "--calib", tmp_path), "--calib", "32")
+    assert_one_line_error(run_cli(*base, "--profile", "no-such-target"), "--profile", "jetson-orin-nano-int8")
+    # fails after the FP32 model is written: nothing of it may be left behind
+    done = run_cli(*base, "--precision", "int8", "--calib", manifest.parent, "--keep-fp", "NoSuchOp", "--calib-images", "32")
+    assert_one_line_error(done, "--keep-fp NoSuchOp", "Conv")
+    assert not out.exists() or not any(out.iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_profiles_load_and_flags_override(small_checkpoint, tmp_path):
+    from edgeseg.profiles import load_profile, profile_names
+
+    assert {"jetson-orin-nano-int8", "jetson-xavier-nx-fp16", "desktop-gpu-fp16", "cpu-int8"} <= set(profile_names())
+    for name in profile_names():
+        assert load_profile(name)["precisions"][0] == "fp32"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('precisions = ["fp16"]\nwarp_speed = 9\n')
+    with pytest.raises(EdgesegError, match="unknown setting warp_speed"):
+        load_profile(str(bad))
+    done = run_cli("export", small_checkpoint, "--out", tmp_path / "p", "--no-verify", "--profile", "desktop-gpu-fp16",
+                   "--img-size", "96", "128", "--dynamic-batch", "4")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    session = ort.InferenceSession(str(tmp_path / "p" / "model.fp16.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 3, 96, 128]
+
+
+def test_eval_with_reference_reports_fidelity(exported, small_checkpoint, camvid, tmp_path):
+    report_path = tmp_path / "fidelity.json"
+    done = run_cli("eval", exported.files["int8"], "--reference", small_checkpoint, "--data", f"camvid:{camvid}",
+                   "--limit", "3", "--worst", "2", "--json", report_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "pixel agreement" in done.stdout and "mIoU vs reference" in done.stdout
+    report = json.loads(report_path.read_text())
+    assert report["num_images"] == 3 and 0.5 < report["pixel_agreement"] <= 1.0
+    assert set(report["class_iou_delta"]) == set(report["model_metrics"]["per_class"])
+    assert len(report["worst_images"]) == 2 and all(p.endswith(".jpg") for p in report["worst_images"])
+    panel = __import__("cv2").imread(report["worst_images"][0])
+    assert panel.shape == (360, 4 * 480, 3)
