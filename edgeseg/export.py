@@ -181,7 +181,7 @@ class _Export:
         ranges_path = self.path("calib.json")
         count = min(len(self.calib_set), settings.max_images or len(self.calib_set))
         print(f"int8: calibrating on {count} images of {self.calib_set.source} ({settings.method})")
-        ranges = quantize.calibrate(fp32, _calibration_batches(self.meta, self.calib_set, count, self._batch()),
+        ranges = quantize.calibrate(fp32, calibration_batches(self.meta, self.calib_set, count, self._batch()),
                                     settings, ranges_path)  # fmt: skip
         keep_fp = list(self.opts.keep_fp)
         if self.opts.max_miou_drop is not None:
@@ -293,7 +293,7 @@ def _calibration_set(opts: ExportOptions):
     return load_calibration_set(opts.calib)
 
 
-def _calibration_batches(meta: ModelMeta, calib_set, count: int, batch: int):
+def calibration_batches(meta: ModelMeta, calib_set, count: int, batch: int):
     """The calibration images through the model's own pre-processing, ``batch`` at a time."""
     from edgeseg.runtime.preprocess import Preprocessor
 

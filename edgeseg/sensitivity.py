@@ -29,6 +29,7 @@ def keep_sensitive_layers(
     work_dir: Path,
     slice_images: int = SLICE_IMAGES,
     max_layers: int = MAX_LAYERS,
+    max_candidates: int | None = None,
 ) -> dict:
     dataset = SegmentationData(resolve_dataset(data), "train")
     dataset.pairs = dataset.pairs[-slice_images:]
@@ -41,7 +42,7 @@ def keep_sensitive_layers(
                   "int8_miou_before": before, "budget_points": max_drop_points}  # fmt: skip
         if _drop(reference, before) <= max_drop_points:
             return {**report, "layers": [], "kept_in_float": [], "int8_miou_after": before, "met": True}
-        gains = sorted(((score.int8(kept + [node]) - before, node) for node in score.conv_nodes(kept)), reverse=True)
+        gains = sorted(((score.int8(kept + [node]) - before, node) for node in score.conv_nodes(kept)[:max_candidates]), reverse=True)
         added, after = [], before
         for gain, node in gains[:max_layers]:
             if _drop(reference, after) <= max_drop_points:
