@@ -73,8 +73,10 @@ def test_argmax_in_graph_gives_uint8_labels(small_checkpoint, exported, tmp_path
     labels = labels_session.run(None, {"images": batch})[0]
     assert labels.dtype == np.uint8 and labels.shape == (2, 96, 128)
     assert np.array_equal(labels, logits_session.run(None, {"images": batch})[0].argmax(axis=1))
-    with Segmenter.load(result.onnx_path) as deployed, pytest.raises(EdgesegError, match="exported for batch 2"):
-        deployed.segment(np.zeros((96, 128, 3), np.uint8))
+    with Segmenter.load(result.onnx_path) as deployed:
+        assert deployed.segment(np.zeros((96, 128, 3), np.uint8)).shape == (96, 128)  # padded up to batch 2
+        with pytest.raises(EdgesegError, match="exported for batch 2"):
+            deployed.backend.infer(np.zeros((3, 3, 96, 128), np.float32))
 
 
 def test_cli_export(small_checkpoint, camvid, tmp_path):

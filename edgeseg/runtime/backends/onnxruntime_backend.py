@@ -40,12 +40,16 @@ class OnnxRuntimeBackend(Backend):
         return cls(session, meta, extras["output_kind"], batch_dim if isinstance(batch_dim, int) else None)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        if self.fixed_batch is not None and batch.shape[0] != self.fixed_batch:
-            raise EdgesegError(
-                f"batch of {batch.shape[0]}: this model was exported for batch {self.fixed_batch}; "
-                "re-export with --dynamic-batch or --batch to match"
-            )
-        return self.session.run(None, {self.input_name: batch})[0]
+        count = batch.shape[0]
+        if self.fixed_batch is not None and count != self.fixed_batch:
+            if count > self.fixed_batch:
+                raise EdgesegError(
+                    f"batch of {count}: this model was exported for batch {self.fixed_batch}; "
+                    "re-export with --dynamic-batch or --batch to match"
+                )
+            padding = np.zeros((self.fixed_batch - count, *batch.shape[1:]), dtype=batch.dtype)
+            batch = np.concatenate([batch, padding])  # a fixed-batch model still serves fewer images
+        return self.session.run(None, {self.input_name: batch})[0][:count]
 
     def close(self) -> None:
         self.session = None
