@@ -196,6 +196,29 @@ def calib_data(
     typer.echo(f"calibration manifest: {path}")
 
 
+@app.command()
+def bench(
+    models: list[Path] = typer.Argument(..., help="Models to compare (.pt, .onnx, .engine); ratios are to the first."),
+    backend: str = typer.Option("auto", "--backend"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or tensorrt (ONNX Runtime providers), cuda for .pt/.engine."),
+    batch_size: int = typer.Option(1, "--batch-size"),
+    iters: int = typer.Option(50, "--iters", help="Timed batches per model."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed batches first."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend (default: the library's)."),
+    img_size: Optional[tuple[int, int]] = typer.Option(None, "--img-size", help="Source image H W (default: the model's input size)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Use real val images of this dataset instead of a synthetic one."),
+    model_only: bool = typer.Option(False, "--model-only", help="Time the backend alone, on a prepared input."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Results JSON (default benchmarks/results/bench-<time>.json)."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Markdown table (default: beside --json)."),
+) -> None:
+    """Latency (mean, p50, p90, p99), throughput, per-stage times and peak memory, side by side."""
+    from edgeseg.bench import run_bench
+
+    run_bench(models, backend=backend, device=device, batch_size=batch_size, iters=iters, warmup=warmup,
+              threads=threads, img_size=img_size, data=data, model_only=model_only, json_path=json_path,
+              markdown_path=markdown)  # fmt: skip
+
+
 def _split(value: Optional[str]) -> Optional[tuple[str, ...]]:
     return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 

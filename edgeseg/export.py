@@ -34,6 +34,7 @@ from edgeseg.onnx_meta import meta_properties, write_meta
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_SOURCES = ("qdq", "cache")
+DEFAULT_TRT_VERSION = "10.3.0"  # JetPack 6.1/6.2
 
 
 @dataclass
@@ -53,7 +54,7 @@ class ExportOptions:
     max_miou_drop: float | None = None
     engine: bool = False
     int8_source: str = "qdq"
-    trt_version: str = "10.3.0"
+    trt_version: str | None = None  # the calibration cache header; default: TensorRT here with --engine, else 10.3.0
     workspace_mib: int = 1024
     dla_core: int | None = None
     timing_cache: str | None = None
@@ -101,7 +102,9 @@ def export_model(checkpoint: Path, out_dir: Path, opts: ExportOptions) -> Export
     if opts.engine:
         from edgeseg.build import require_tensorrt
 
-        require_tensorrt("--engine")
+        installed = ".".join(str(require_tensorrt("--engine").__version__).split(".")[:3])
+        opts.trt_version = opts.trt_version or installed
+    opts.trt_version = opts.trt_version or DEFAULT_TRT_VERSION
     prepare_output_dir(out_dir, opts.exist_ok, flag="--out")
     staging = out_dir.parent / f".{out_dir.name}.export-partial"
     shutil.rmtree(staging, ignore_errors=True)

@@ -20,6 +20,8 @@ def _run_without_torch(code: str) -> subprocess.CompletedProcess:
 def test_torch_free_modules_import_without_torch():
     done = _run_without_torch(
         "import edgeseg.data, edgeseg.metrics, edgeseg.evaluate, edgeseg.runtime, edgeseg.meta, edgeseg.cli\n"
+        "import edgeseg.bench, edgeseg.sysinfo, edgeseg.fidelity, edgeseg.calibration, edgeseg.engine_manifest\n"
+        "import edgeseg.runtime.backends.tensorrt_backend, edgeseg.runtime.backends.onnxruntime_backend\n"
         "assert 'torch' not in sys.modules\n"
         "import numpy as np\n"
         "from edgeseg.runtime.preprocess import Preprocessor\n"

@@ -16,6 +16,7 @@ from edgeseg.runtime.backends.base import Backend, TensorInfo
 _REGISTRY: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "torch": ("edgeseg.runtime.backends.torch_backend", "TorchBackend", (".pt", ".pth")),
     "onnxruntime": ("edgeseg.runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",)),
+    "tensorrt": ("edgeseg.runtime.backends.tensorrt_backend", "TensorRTBackend", (".engine", ".plan")),
 }
 
 

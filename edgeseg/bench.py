@@ -1,0 +1,221 @@
+"""``edgeseg bench``: latency, throughput, per-stage times and memory of deployed models, side by side.
+
+End to end means what every command runs: the Segmenter's pre-processing into its input
+buffer, the backend, and the post-processing back to labels at the image's size. Model only
+means the backend on a prepared buffer. Torch-free (a .pt model imports torch itself).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+from edgeseg.fileio import write_bytes, write_json
+from edgeseg.runtime import Segmenter
+from edgeseg.sysinfo import TegrastatsSampler, environment, summary
+
+
+@dataclass
+class BenchResult:
+    model: str
+    backend: str
+    device: str
+    mode: str  # "end-to-end" or "model-only"
+    batch_size: int
+    threads: int | None
+    iters: int
+    latency_ms: dict[str, float]  # per batch: mean, p50, p90, p99
+    throughput_fps: float  # images per second
+    stages_ms: dict[str, float]  # per batch: preprocess, inference, postprocess (means)
+    backend_stages_ms: dict[str, float] | None  # e.g. TensorRT h2d / compute / d2h
+    peak_rss_mb: float | None
+    power_w: float | None = None
+    fps_per_watt: float | None = None
+    ratio: float = 1.0  # mean latency / the first row's
+
+
+def benchmark_models(
+    models: list[str | Path],
+    *,
+    backend: str = "auto",
+    device: str = "cpu",
+    batch_size: int = 1,
+    iters: int = 50,
+    warmup: int = 10,
+    threads: int | None = None,
+    img_size: tuple[int, int] | None = None,
+    images: list[np.ndarray] | None = None,
+    model_only: bool = False,
+) -> list[BenchResult]:
+    if iters < 1 or warmup < 0:
+        raise EdgesegError(f"--iters {iters} / --warmup {warmup}: need at least one timed iteration")
+    results = [
+        _bench_one(Path(m), backend, device, batch_size, iters, warmup, threads, img_size, images, model_only)
+        for m in models
+    ]
+    for result in results:
+        result.ratio = result.latency_ms["mean"] / results[0].latency_ms["mean"]
+    return results
+
+
+def _bench_one(model, backend, device, batch_size, iters, warmup, threads, img_size, images, model_only) -> BenchResult:
+    _reset_peak_rss()
+    options = {"threads": threads} if threads else {}
+    with Segmenter.load(model, backend=backend, device=device, batch_size=batch_size, **options) as segmenter:
+        frames = images or [_synthetic_image(img_size or segmenter.meta.input_size)]
+        batches = [[frames[(i * batch_size + k) % len(frames)] for k in range(batch_size)] for i in range(len(frames))]
+        for i in range(warmup):
+            _one_batch(segmenter, batches[i % len(batches)], model_only)
+        stage_rows, backend_rows = [], []
+        with TegrastatsSampler() as power:
+            for i in range(iters):
+                stage_rows.append(_one_batch(segmenter, batches[i % len(batches)], model_only))
+                if getattr(segmenter.backend, "stage_times", None):
+                    backend_rows.append(dict(segmenter.backend.stage_times))
+        totals = [sum(row.values()) for row in stage_rows]
+        mean_ms = statistics.fmean(totals)
+        watts = power.mean_power_w()
+        fps = 1000 * batch_size / mean_ms
+        return BenchResult(
+            model=str(model), backend=segmenter.backend.name, device=device,
+            mode="model-only" if model_only else "end-to-end", batch_size=batch_size, threads=threads, iters=iters,
+            latency_ms={"mean": mean_ms, **{f"p{q}": float(np.percentile(totals, q)) for q in (50, 90, 99)}},
+            throughput_fps=fps, stages_ms={k: statistics.fmean(r[k] for r in stage_rows) for k in stage_rows[0]},
+            backend_stages_ms={k: statistics.fmean(r[k] for r in backend_rows) for k in backend_rows[0]} if backend_rows else None,
+            peak_rss_mb=_peak_rss_mb(), power_w=watts, fps_per_watt=fps / watts if watts else None,
+        )  # fmt: skip
+
+
+def _one_batch(segmenter: Segmenter, batch: list[np.ndarray], model_only: bool) -> dict[str, float]:
+    """Milliseconds of each stage for one batch."""
+    if model_only:
+        begin = time.perf_counter()
+        segmenter.run(len(batch))
+        return {"inference": 1000 * (time.perf_counter() - begin)}
+    t0 = time.perf_counter()
+    places = segmenter.prepare(batch)
+    t1 = time.perf_counter()
+    outputs = segmenter.run(len(places))
+    t2 = time.perf_counter()
+    segmenter.finish(outputs, places)
+    t3 = time.perf_counter()
+    return {"preprocess": 1000 * (t1 - t0), "inference": 1000 * (t2 - t1), "postprocess": 1000 * (t3 - t2)}
+
+
+def _synthetic_image(size: tuple[int, int]) -> np.ndarray:
+    """A deterministic street-like test picture: smooth gradients plus noise, so codecs and argmax do real work."""
+    height, width = size
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    base = np.broadcast_to(ramp, (height, width, 3)) * np.array([0.4, 0.7, 1.0], dtype=np.float32)
+    return np.clip(base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def _reset_peak_rss() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM on Linux
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except (ImportError, OSError):
+        return None
+
+
+# --- reporting -------------------------------------------------------------------------
+def format_table(results: list[BenchResult]) -> str:
+    header = ["model", "backend", "mode", "batch", "mean ms", "p50", "p90", "p99", "img/s", "pre ms", "infer ms",
+              "post ms", "peak MB", "ratio"]  # fmt: skip
+    rows = [_row(r) for r in results]
+    if any(r.backend_stages_ms for r in results):
+        header.append("device stages ms")
+    if any(r.power_w for r in results):
+        header += ["W", "img/s/W"]
+    widths = [max(len(h), *(len(row[i]) if i < len(row) else 0 for row in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def _row(r: BenchResult) -> list[str]:
+    stages = r.stages_ms
+    row = [Path(r.model).name, r.backend, r.mode, str(r.batch_size), f"{r.latency_ms['mean']:.1f}",
+           f"{r.latency_ms['p50']:.1f}", f"{r.latency_ms['p90']:.1f}", f"{r.latency_ms['p99']:.1f}",
+           f"{r.throughput_fps:.1f}", _ms(stages.get("preprocess")), _ms(stages.get("inference")),
+           _ms(stages.get("postprocess")), f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "-", f"{r.ratio:.2f}x"]  # fmt: skip
+    if r.backend_stages_ms:
+        row.append(" ".join(f"{k} {v:.1f}" for k, v in r.backend_stages_ms.items()))
+    if r.power_w:
+        row += [f"{r.power_w:.1f}", f"{r.fps_per_watt:.2f}"]
+    return row
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def save_results(results: list[BenchResult], env: dict[str, Any], json_path: Path, markdown_path: Path | None) -> None:
+    write_json(json_path, {"environment": env, "results": [asdict(r) for r in results]})
+    if markdown_path is not None:
+        text = f"Environment: {summary(env)}\n\n```\n{format_table(results)}\n```\n"
+        write_bytes(markdown_path, text.encode())
+
+
+def run_bench(
+    models: list[Path],
+    *,
+    backend: str = "auto",
+    device: str = "cpu",
+    batch_size: int = 1,
+    iters: int = 50,
+    warmup: int = 10,
+    threads: int | None = None,
+    img_size: tuple[int, int] | None = None,
+    data: str | None = None,
+    num_images: int = 8,
+    model_only: bool = False,
+    json_path: Path | None = None,
+    markdown_path: Path | None = None,
+) -> list[BenchResult]:
+    """``edgeseg bench``: print the table and the environment, save JSON and markdown."""
+    images = _dataset_images(data, num_images) if data else None
+    results = benchmark_models(
+        models, backend=backend, device=device, batch_size=batch_size, iters=iters, warmup=warmup,
+        threads=threads, img_size=img_size, images=images, model_only=model_only,
+    )  # fmt: skip
+    env = environment(threads)
+    print(f"environment: {summary(env)}")
+    print(format_table(results))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path = json_path or Path("benchmarks/results") / f"bench-{stamp}.json"
+    markdown_path = markdown_path or json_path.with_suffix(".md")
+    save_results(results, env, json_path, markdown_path)
+    print(f"results: {json_path}, {markdown_path}")
+    return results
+
+
+def _dataset_images(data: str, count: int) -> list[np.ndarray]:
+    import cv2
+
+    from edgeseg.data import SegmentationData, resolve_dataset
+
+    dataset = SegmentationData(resolve_dataset(data), "val", check=False)
+    return [cv2.cvtColor(dataset.read_image(i), cv2.COLOR_RGB2BGR) for i in range(min(count, len(dataset)))]

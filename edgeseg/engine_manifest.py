@@ -1,0 +1,208 @@
+"""What a TensorRT engine was built for, written beside it as ``<engine>.json``, and checked before it is loaded.
+
+A TensorRT engine only runs on the TensorRT version and GPU it was built with; loading one elsewhere
+fails deep inside TensorRT ("Version tag does not match"). The manifest lets the runtime say so in
+one line, with the fix, before TensorRT sees the file.
+
+Imports without tensorrt, pycuda or torch: each is imported only where it is used.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgeseg import __version__
+from edgeseg.errors import EdgesegError
+
+FACT_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "cuda_version", "l4t_release", "board", "jetpack")
+TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+BOARD_MODEL = Path("/proc/device-tree/model")
+
+
+def manifest_path(engine_path: str | Path) -> Path:
+    engine_path = Path(engine_path)
+    return engine_path.with_suffix(engine_path.suffix + ".json")
+
+
+# --- system facts -----------------------------------------------------------------------
+def system_facts(tegra_release: Path = TEGRA_RELEASE, board_model: Path = BOARD_MODEL) -> dict[str, Any]:
+    """TensorRT version, GPU, CUDA and Jetson release of this machine; None for what is not there."""
+    gpu = _gpu_from_pycuda() or _gpu_from_nvidia_smi() or {}
+    l4t = l4t_release(tegra_release)
+    return {
+        "tensorrt_version": _tensorrt_version(),
+        "gpu_name": gpu.get("gpu_name"),
+        "compute_capability": gpu.get("compute_capability"),
+        "cuda_version": gpu.get("cuda_version"),
+        "l4t_release": l4t,
+        "board": _read_text(board_model),
+        "jetpack": _jetpack_version() if l4t else None,
+    }
+
+
+def _tensorrt_version() -> str | None:
+    try:
+        import tensorrt as trt
+    except Exception:  # a broken install (missing libnvinfer) raises OSError, not ImportError
+        return None
+    return str(trt.__version__)
+
+
+def _gpu_from_pycuda() -> dict[str, Any] | None:
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        if cuda.Device.count() == 0:
+            return None
+        device = cuda.Device(0)
+        major, minor = device.compute_capability()
+        cuda_version = ".".join(str(part) for part in cuda.get_version()[:2])
+        return {"gpu_name": device.name(), "compute_capability": f"{major}.{minor}", "cuda_version": cuda_version}
+    except Exception:  # pycuda absent, or present without a driver or GPU
+        return None
+
+
+def _gpu_from_nvidia_smi() -> dict[str, Any] | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    query = _run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"])
+    if not query:
+        return None
+    name, _, capability = query.splitlines()[0].rpartition(",")
+    header = re.search(r"CUDA Version:\s*([\d.]+)", _run(["nvidia-smi"]) or "")
+    return {"gpu_name": name.strip(), "compute_capability": capability.strip() or None,
+            "cuda_version": header.group(1) if header else None}  # fmt: skip
+
+
+def l4t_release(path: Path = TEGRA_RELEASE) -> str | None:
+    """'R35.4.1' from '# R35 (release), REVISION: 4.1, GCID: ...' in /etc/nv_tegra_release."""
+    text = _read_text(path)
+    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text or "")
+    return f"R{match.group(1)}.{match.group(2)}" if match else None
+
+
+def _jetpack_version() -> str | None:
+    if shutil.which("dpkg-query") is None:
+        return None
+    version = _run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
+    return version.split("-")[0] if version else None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return Path(path).read_bytes().decode(errors="replace").strip("\x00 \n") or None
+    except OSError:
+        return None
+
+
+def _run(command: list[str]) -> str | None:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+
+
+# --- the manifest -----------------------------------------------------------------------
+def engine_manifest(
+    *,
+    facts: dict[str, Any],
+    onnx_path: Path,
+    onnx_sha256: str,
+    precision: str,
+    int8_source: str | None,
+    inputs: list[dict[str, Any]],
+    outputs: list[dict[str, Any]],
+    batch_range: tuple[int, int, int] | None,
+    build_flags: dict[str, Any],
+    build_seconds: float,
+    onnx_metadata: dict[str, str],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest of one built engine; ``extra`` (from export) is merged in last."""
+    manifest = {
+        "edgeseg_version": __version__,
+        **{key: facts.get(key) for key in FACT_KEYS},
+        "onnx": Path(onnx_path).name,
+        "onnx_sha256": onnx_sha256,
+        "precision": precision,
+        "int8_source": int8_source,
+        "calibration_manifest_sha256": None,
+        "inputs": inputs,
+        "outputs": outputs,
+        "batch_range": list(batch_range) if batch_range else None,
+        "build_flags": build_flags,
+        "build_seconds": round(build_seconds, 2),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "onnx_metadata": onnx_metadata,
+    }
+    manifest.update(extra or {})
+    return manifest
+
+
+def manifest_mismatches(manifest: dict[str, Any], facts: dict[str, Any]) -> list[str]:
+    """What differs between the engine's build system and this one that stops the engine from loading."""
+    problems = []
+    built, here = _trt_release(manifest.get("tensorrt_version")), _trt_release(facts.get("tensorrt_version"))
+    if built and here and built != here:
+        problems.append(f"TensorRT {built} (built) vs {here} (here)")
+    built_cc, here_cc = manifest.get("compute_capability"), facts.get("compute_capability")
+    if built_cc and here_cc and str(built_cc) != str(here_cc):
+        problems.append(f"compute capability {_sm(built_cc)} (built) vs {_sm(here_cc)} (here)")
+    built_gpu, here_gpu = manifest.get("gpu_name"), facts.get("gpu_name")
+    if built_gpu and here_gpu and _gpu_key(built_gpu) != _gpu_key(here_gpu):
+        problems.append(f"GPU {built_gpu} (built) vs {here_gpu} (here)")
+    return problems
+
+
+def check_engine_manifest(engine_path: str | Path, facts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The engine's manifest, or a one-line EdgesegError when it is missing or made for another system."""
+    engine_path = Path(engine_path)
+    if not engine_path.is_file():
+        raise EdgesegError(f"{engine_path}: no such engine file; build one with `edgeseg export MODEL --engine`")
+    path = manifest_path(engine_path)
+    if not path.is_file():
+        raise EdgesegError(
+            f"{engine_path}: no manifest {path.name} beside it; rebuild with `edgeseg export --engine`"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise EdgesegError(f"{path}: unreadable engine manifest ({err}); rebuild with `edgeseg export --engine`") from None
+    facts = system_facts() if facts is None else facts
+    if manifest_mismatches(manifest, facts):
+        raise EdgesegError(
+            f"{engine_path.name} was built for {_describe(manifest)}; this system has {_describe(facts)}; "
+            "rebuild it here with `edgeseg export MODEL --engine`"
+        )
+    return manifest
+
+
+def _describe(facts: dict[str, Any]) -> str:
+    version = _trt_release(facts.get("tensorrt_version")) or "unknown"
+    gpu = facts.get("gpu_name") or "an unknown GPU"
+    capability = facts.get("compute_capability")
+    return f"TensorRT {version} on {gpu} ({_sm(capability)})" if capability else f"TensorRT {version} on {gpu}"
+
+
+def _trt_release(version: Any) -> str | None:
+    """'10.3.0' from '10.3.0.26': engines are tied to major.minor.patch."""
+    if not version:
+        return None
+    return ".".join(str(version).split(".")[:3])
+
+
+def _sm(capability: Any) -> str:
+    return "sm_" + str(capability).replace(".", "")
+
+
+def _gpu_key(name: str) -> str:
+    """pycuda and nvidia-smi spell the same GPU with or without the vendor prefix."""
+    return re.sub(r"^nvidia\s+", "", name.strip().lower())
