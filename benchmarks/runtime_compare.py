@@ -1,0 +1,139 @@
+"""The standard CPU runtime comparison: PyTorch eager vs ONNX Runtime FP32 vs ONNX Runtime INT8.
+
+    python benchmarks/runtime_compare.py [--export out/bench/export/percentile] [--threads 2]
+
+The reference model at 360x480 on CamVid val frames, batch 1, the same thread count for all,
+end to end (the Segmenter's pre-processing, the model, post-processing back to labels) and
+model only; the models take turns round by round so machine drift hits them alike. Also the
+label agreement of each deployed model with PyTorch over all of CamVid val.
+Goals: pre+post <= 15 % of model time (ONNX Runtime FP32); ONNX Runtime FP32 model latency
+<= 0.7x PyTorch eager; ONNX Runtime FP32 labels equal PyTorch's on >= 99.99 % of pixels.
+Writes benchmarks/results/runtime_compare_cpu.json and the `runtime_compare` section of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+
+from _results import ROOT, markdown_table, save_json, update_section
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(ROOT / "models/reference/best.pt"))
+    parser.add_argument("--export", default=str(ROOT / "out/bench/export/percentile"),
+                        help="Folder with model.fp32.onnx and model.int8.onnx (made here if missing).")  # fmt: skip
+    parser.add_argument("--data", default=f"camvid:{ROOT.parent / 'shared/datasets/camvid'}")
+    parser.add_argument("--calib", default=str(ROOT / "calib_data/camvid-train-256"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--iters", type=int, default=8)
+    args = parser.parse_args()
+
+    models = {"PyTorch eager": Path(args.model), **deployed_models(Path(args.export), args)}
+    images = val_images(args.data, 8)
+    timings = time_models(models, images, args.threads, args.rounds, args.iters)
+    agreement = label_agreement(models, args.data)
+    report = {"threads": args.threads, "rounds": args.rounds, "iters": args.iters, "timings": timings,
+              "agreement_with_pytorch": agreement, "environment": environment(args.threads)}  # fmt: skip
+    save_json("runtime_compare_cpu.json", report)
+    markdown = render(report)
+    update_section("runtime_compare", markdown)
+    print(markdown)
+
+
+def deployed_models(folder: Path, args) -> dict[str, Path]:
+    fp32, int8 = folder / "model.fp32.onnx", folder / "model.int8.onnx"
+    if not (fp32.is_file() and int8.is_file()):
+        from edgeseg.export import export_onnx
+
+        export_onnx(Path(args.model), folder, verify=False, precisions=("fp32", "int8"), calib=args.calib, exist_ok=True)
+    return {"ONNX Runtime FP32": fp32, "ONNX Runtime INT8": int8}
+
+
+def val_images(data: str, count: int):
+    import cv2
+
+    folder = Path(data.split(":", 1)[1]) / "images" / "val"
+    return [cv2.imread(str(p)) for p in sorted(folder.glob("*.jpg"))[:count]]
+
+
+def time_models(models: dict[str, Path], images, threads: int, rounds: int, iters: int) -> dict:
+    from edgeseg.bench import benchmark_models
+
+    runs: dict[str, dict[str, list]] = {name: {"end-to-end": [], "model-only": []} for name in models}
+    for _ in range(rounds):
+        for name, path in models.items():
+            for model_only in (False, True):
+                result = benchmark_models([path], iters=iters, warmup=2, threads=threads, images=images,
+                                          model_only=model_only)[0]  # fmt: skip
+                runs[name]["model-only" if model_only else "end-to-end"].append(asdict(result))
+    return {name: {mode: _combine(results) for mode, results in modes.items()} for name, modes in runs.items()}
+
+
+def _combine(results: list[dict]) -> dict:
+    """Median over rounds of each round's mean."""
+    stages = {k: statistics.median(r["stages_ms"][k] for r in results) for k in results[0]["stages_ms"]}
+    return {"mean_ms": statistics.median(r["latency_ms"]["mean"] for r in results),
+            "p90_ms": statistics.median(r["latency_ms"]["p90"] for r in results),
+            "stages_ms": stages, "peak_rss_mb": max(r["peak_rss_mb"] or 0 for r in results)}  # fmt: skip
+
+
+def label_agreement(models: dict[str, Path], data: str) -> dict[str, float]:
+    from edgeseg.data import SegmentationData, resolve_dataset
+    from edgeseg.fidelity import compare_to_reference, reference_predictions
+    from edgeseg.runtime import Segmenter
+
+    dataset = SegmentationData(resolve_dataset(data), "val")
+    names = list(models)
+    with Segmenter.load(models[names[0]]) as reference_model:
+        reference = reference_predictions(reference_model, dataset, names[0])
+    agreement = {}
+    for name in names[1:]:
+        with Segmenter.load(models[name]) as deployed:
+            agreement[name] = compare_to_reference(deployed, reference, dataset, name).pixel_agreement
+    return agreement
+
+
+def render(report: dict) -> str:
+    timings, agreement = report["timings"], report["agreement_with_pytorch"]
+    torch_model = timings["PyTorch eager"]["model-only"]["mean_ms"]
+    rows = []
+    for name, modes in timings.items():
+        e2e, model = modes["end-to-end"], modes["model-only"]
+        pre_post = e2e["stages_ms"]["preprocess"] + e2e["stages_ms"]["postprocess"]
+        rows.append([name, f"{e2e['mean_ms']:.1f}", f"{model['mean_ms']:.1f}", f"{model['mean_ms'] / torch_model:.2f}x",
+                     f"{e2e['stages_ms']['preprocess']:.1f} + {e2e['stages_ms']['postprocess']:.1f}",
+                     f"{100 * pre_post / model['mean_ms']:.1f} %", f"{e2e['peak_rss_mb']:.0f}",
+                     f"{100 * agreement[name]:.4f} %" if name in agreement else "reference"])  # fmt: skip
+    fp32 = timings["ONNX Runtime FP32"]
+    fp32_pre_post = fp32["end-to-end"]["stages_ms"]["preprocess"] + fp32["end-to-end"]["stages_ms"]["postprocess"]
+    goals = [
+        f"pre+post = {100 * fp32_pre_post / fp32['model-only']['mean_ms']:.1f} % of ONNX Runtime FP32 model time (goal <= 15 %)",
+        f"ONNX Runtime FP32 model latency = {fp32['model-only']['mean_ms'] / torch_model:.2f}x PyTorch eager (goal <= 0.7x)",
+        f"ONNX Runtime FP32 labels = PyTorch's on {100 * agreement['ONNX Runtime FP32']:.4f} % of CamVid val pixels (goal >= 99.99 %)",
+    ]
+    return "\n".join([
+        "## Runtime comparison on the CPU — `python benchmarks/runtime_compare.py`",
+        "",
+        f"Reference model at 360x480, batch 1, {report['threads']} threads for every backend, 8 CamVid val frames; "
+        f"median of {report['rounds']} interleaved rounds of {report['iters']} runs. {report['environment']}.",
+        "",
+        markdown_table(["model", "end to end ms", "model only ms", "model vs PyTorch", "pre + post ms",
+                        "pre+post / model", "peak RSS MB", "labels = PyTorch (101 val images)"], rows),  # fmt: skip
+        "",
+        *[f"- {goal}" for goal in goals],
+    ])
+
+
+def environment(threads: int) -> str:
+    from edgeseg.sysinfo import environment as probe, summary
+
+    return summary(probe(threads))
+
+
+if __name__ == "__main__":
+    main()
