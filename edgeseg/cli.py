@@ -147,7 +147,7 @@ def export_(
     keep_fp: Optional[str] = typer.Option(None, "--keep-fp", help="Comma-separated node names or op types kept in floating point."),
     max_miou_drop: Optional[float] = typer.Option(None, "--max-miou-drop", help="Keep the most INT8-sensitive layers in float until INT8 is within D mIoU points of FP32 (on training images)."),
     engine: Optional[bool] = typer.Option(None, "--engine/--no-engine", help="Also build TensorRT engines (needs the trt extra and a GPU)."),
-    int8_source: Optional[str] = typer.Option(None, "--int8-source", help="INT8 engine from the Q/DQ ONNX (qdq) or the calibration cache (cache)."),
+    int8_source: Optional[str] = typer.Option(None, "--int8-source", help="INT8 engine from the Q/DQ ONNX (qdq), the calibration cache (cache), or the ranges set on the network (ranges)."),
     trt_version: Optional[str] = typer.Option(None, "--trt-version", help="TensorRT version of the target, for the calibration cache header (default 10.3.0)."),
     workspace: Optional[int] = typer.Option(None, "--workspace", help="TensorRT workspace limit in MiB (default 1024)."),
     dla_core: Optional[int] = typer.Option(None, "--dla-core", help="Build for this DLA core, with GPU fallback."),

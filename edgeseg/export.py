@@ -33,7 +33,7 @@ from edgeseg.meta import ModelMeta
 from edgeseg.onnx_meta import meta_properties, write_meta
 
 PRECISIONS = ("fp32", "fp16", "int8")
-INT8_SOURCES = ("qdq", "cache")
+INT8_SOURCES = ("qdq", "cache", "ranges")
 DEFAULT_TRT_VERSION = "10.3.0"  # JetPack 6.1/6.2
 
 
@@ -239,15 +239,16 @@ class _Export:
         timing_cache = Path(self.opts.timing_cache) if self.opts.timing_cache else None
         batch_range = (1, max(1, self.opts.dynamic_batch // 2), self.opts.dynamic_batch) if self.opts.dynamic_batch else None
         for precision in (p for p in self.opts.precisions if p in ("fp16", "int8")):
-            source, int8_source, cache = self.files["fp32"], None, None
+            source, int8_source, cache, ranges = self.files["fp32"], None, None, None
             if precision == "int8":
                 int8_source = self.opts.int8_source
                 source = self.files["int8_qdq"] if int8_source == "qdq" else self.files["fp32"]
                 cache = self.files["calib_cache"] if int8_source == "cache" else None
+                ranges = _amax_ranges(self.files["calib_ranges"]) if int8_source == "ranges" else None
             engine = build_engine(
                 source, self.path(f"{precision}.engine"), precision, int8_source=int8_source, calib_cache=cache,
-                workspace_mib=self.opts.workspace_mib, timing_cache=timing_cache, dla_core=self.opts.dla_core,
-                batch_range=batch_range, manifest_extra=extra,
+                dynamic_ranges=ranges, workspace_mib=self.opts.workspace_mib, timing_cache=timing_cache,
+                dla_core=self.opts.dla_core, batch_range=batch_range, manifest_extra=extra,
             )  # fmt: skip
             self.files[f"{precision}_engine"] = engine
 
@@ -281,11 +282,24 @@ def _check_options(opts: ExportOptions) -> None:
     if "int8" in opts.precisions and opts.calib is None:
         raise EdgesegError("--precision int8 needs calibration images: pass --calib calib_data/NAME (see `edgeseg calib-data`)")
     if opts.int8_source not in INT8_SOURCES:
-        raise EdgesegError(f"--int8-source {opts.int8_source}: choose qdq (explicit Q/DQ) or cache (calibration cache)")
+        raise EdgesegError(
+            f"--int8-source {opts.int8_source}: choose qdq (explicit Q/DQ), cache (calibration cache) "
+            "or ranges (the calibrated ranges set on the network, no cache version to match)"
+        )
     if opts.batch < 1 or opts.dynamic_batch < 0:
         raise EdgesegError(f"--batch {opts.batch} / --dynamic-batch {opts.dynamic_batch}: batch sizes must be at least 1")
     if opts.max_miou_drop is not None and opts.max_miou_drop < 0:
         raise EdgesegError(f"--max-miou-drop {opts.max_miou_drop}: give the allowed drop in mIoU points, e.g. 0.5")
+
+
+def _amax_ranges(ranges_path: Path) -> dict[str, float]:
+    """{tensor: amax} from the saved calibration ranges, for ITensor.set_dynamic_range."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    import numpy as np
+
+    ranges = load_tensors_data(ranges_path)
+    return {name: float(np.abs(np.concatenate([np.ravel(d.lowest), np.ravel(d.highest)])).max()) for name, d in ranges.items()}
 
 
 def _calibration_set(opts: ExportOptions):

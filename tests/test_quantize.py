@@ -216,3 +216,25 @@ def test_sensitivity_keeps_the_most_sensitive_layers_in_float(exported, camvid, 
     assert gains == sorted(gains, reverse=True)
     assert report["kept_in_float"] == [layer["node"] for layer in report["layers"][:2]]
     assert report["met"] is False and not list(tmp_path.iterdir())
+
+
+def test_engine_without_tensorrt_is_one_line_naming_the_extra(small_checkpoint, tmp_path):
+    pytest.importorskip("onnx")
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here; this checks the message where it is not")
+    except ImportError:
+        pass
+    done = run_cli("export", small_checkpoint, "--out", tmp_path / "e", "--no-verify", "--precision", "fp16", "--engine")
+    assert_one_line_error(done, "--engine", "edgeseg[trt]")
+    assert not (tmp_path / "e").exists()
+
+
+def test_amax_ranges_feed_set_dynamic_range(exported):
+    from edgeseg.export import _amax_ranges
+
+    amax = _amax_ranges(exported.files["calib_ranges"])
+    _, scales = read_calibration_cache(exported.files["calib_cache"])
+    assert set(amax) == set(scales)
+    assert amax["images"] == pytest.approx(127 * scales["images"], rel=1e-5)
