@@ -219,6 +219,44 @@ def bench(
               markdown_path=markdown)  # fmt: skip
 
 
+@app.command("run")
+def run_(
+    model: Path = typer.Argument(..., help="Model file (.pt, .onnx, .engine)."),
+    camera: Optional[int] = typer.Option(None, "--camera", help="OpenCV camera index."),
+    source: Optional[str] = typer.Option(None, "--source", help="/dev/videoN, csi://N, a video file, an image folder or glob, rtsp:// or http:// URL, or a GStreamer pipeline."),
+    out: Optional[list[str]] = typer.Option(None, "--out", help="Output: a .mp4/.avi file or a folder; repeat for several."),
+    show: Optional[bool] = typer.Option(None, "--show/--no-show", help="Show a window (default: on when there is no --out)."),
+    mode: str = typer.Option("overlay", "--mode", help="overlay, mask or side-by-side."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Overlay opacity."),
+    legend: bool = typer.Option(True, "--legend/--no-legend", help="Draw the classes present."),
+    hud: bool = typer.Option(True, "--hud/--no-hud", help="Draw FPS, model latency and capture-to-display latency."),
+    ignore_class: Optional[list[str]] = typer.Option(None, "--ignore-class", help="A class name or id not to draw; repeat for several."),
+    realtime: bool = typer.Option(False, "--realtime", help="Pace files and folders at their frame rate, dropping frames like a camera."),
+    loop: bool = typer.Option(False, "--loop", help="Start a file or folder again at its end."),
+    width: Optional[int] = typer.Option(None, "--width"),
+    height: Optional[int] = typer.Option(None, "--height"),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate to ask the camera for (and of image folders)."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after this many frames."),
+    reconnect: int = typer.Option(5, "--reconnect", help="Attempts to reopen a live source that drops."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the run's statistics here."),
+    backend: str = typer.Option("auto", "--backend"),
+    device: str = typer.Option("cpu", "--device"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend."),
+) -> None:
+    """Live segmentation of a camera, file, folder or stream into a window, video files or folders."""
+    from edgeseg.video import run_video
+
+    if (camera is None) == (source is None):
+        raise EdgesegError("edgeseg run: pass exactly one of --camera N or --source URI")
+    sinks = list(out or [])
+    if show or (show is None and not sinks):
+        sinks.append("display://")
+    run_video(model, str(camera) if camera is not None else source, sinks, backend=backend, device=device,
+              threads=threads, mode=mode, alpha=alpha, legend=legend, hud=hud, ignore_classes=ignore_class or (),
+              realtime=realtime, loop=loop, width=width, height=height, fps=fps, max_frames=max_frames,
+              reconnect_attempts=reconnect, stats_json=json_path)  # fmt: skip
+
+
 def _split(value: Optional[str]) -> Optional[tuple[str, ...]]:
     return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 

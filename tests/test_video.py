@@ -1,0 +1,186 @@
+"""edgeseg run on real video: clips written and read by OpenCV, a live HTTP stream served by ffmpeg, SIGINT.
+
+Every loop is bounded in frames and time.
+"""
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, assert_one_line_error, run_cli
+from edgeseg.errors import EdgesegError
+from edgeseg.export import export_onnx
+from edgeseg.runtime import Segmenter
+from edgeseg.video import run_video
+from edgeseg.video.render import Renderer
+
+CLIP_FRAMES = 12
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (Debian package) is needed to serve a stream")
+
+
+@pytest.fixture(scope="module")
+def model(small_checkpoint, tmp_path_factory):
+    return export_onnx(small_checkpoint, tmp_path_factory.mktemp("video") / "m", verify=False).onnx_path
+
+
+@pytest.fixture(scope="module")
+def clip(camvid, tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "camvid_val.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (480, 360))
+    for image_path in sorted((camvid / "images" / "val").glob("*.jpg"))[:CLIP_FRAMES]:
+        writer.write(cv2.imread(str(image_path)))
+    writer.release()
+    return path
+
+
+def decoded_frames(path, limit=1000):
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while len(frames) < limit:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
+def test_clip_to_folder_and_mp4_keeps_every_frame_and_the_overlay_colours(model, clip, tmp_path):
+    stats = run_video(model, str(clip), [str(tmp_path / "frames"), str(tmp_path / "out.mp4")], legend=False, hud=False)
+    assert stats["frames_in"] == stats["processed"] == CLIP_FRAMES and stats["dropped"] == 0
+    written = sorted((tmp_path / "frames").glob("*.png"))
+    assert len(written) == CLIP_FRAMES
+    assert len(decoded_frames(tmp_path / "out.mp4")) == CLIP_FRAMES
+    assert not list(tmp_path.glob(".*partial*"))
+    with Segmenter.load(model) as segmenter:
+        for frame, path in zip(decoded_frames(clip), written):
+            expected = segmenter.overlay(frame, segmenter.segment(frame))
+            assert np.abs(cv2.imread(str(path)).astype(int) - expected).mean() < 0.5
+
+
+def test_cli_run_matches_predict_on_the_same_frames(model, clip, tmp_path):
+    frames_dir = tmp_path / "decoded"
+    frames_dir.mkdir()
+    for index, frame in enumerate(decoded_frames(clip, 4)):
+        cv2.imwrite(str(frames_dir / f"f{index}.png"), frame)
+    done = run_cli("run", model, "--source", clip, "--out", tmp_path / "run", "--no-show", "--no-hud", "--no-legend",
+                   "--max-frames", "4", "--json", tmp_path / "stats.json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "processed 4" in done.stdout and json.loads((tmp_path / "stats.json").read_text())["processed"] == 4
+    assert run_cli("predict", model, frames_dir, "--out", tmp_path / "pred").returncode == 0
+    with Segmenter.load(model) as segmenter:  # only for its palette: the labels come from predict's PNGs
+        for index in range(4):
+            ours = cv2.imread(str(tmp_path / "run" / f"frame_{index:06d}.png")).astype(int)
+            labels = cv2.imread(str(tmp_path / "pred" / f"f{index}.png"), cv2.IMREAD_UNCHANGED)
+            frame = cv2.imread(str(frames_dir / f"f{index}.png"))
+            assert np.abs(ours - segmenter.overlay(frame, labels)).mean() < 0.5
+
+
+def test_render_modes_and_ignored_classes(model):
+    with Segmenter.load(model) as segmenter:
+        meta = segmenter.meta
+    image = np.full((60, 80, 3), 100, np.uint8)
+    labels = np.zeros((60, 80), np.uint8)
+    labels[:, 40:] = 3
+    side = Renderer(meta, "side-by-side", legend=False, hud=False).render(image, labels)
+    assert side.shape == (60, 160, 3) and np.array_equal(side[:, :80], image)
+    hidden = Renderer(meta, "overlay", legend=False, hud=False, ignore_classes=[meta.classes[3]]).render(image, labels)
+    assert np.array_equal(hidden[:, 40:], image[:, 40:]) and not np.array_equal(hidden[:, :40], image[:, :40])
+    mask = Renderer(meta, "mask", legend=False, hud=False, ignore_classes=["0"]).render(image, labels)
+    assert not mask[:, :40].any() and mask[:, 40:].any()
+    with pytest.raises(EdgesegError, match="--ignore-class Zebra"):
+        Renderer(meta, ignore_classes=["Zebra"])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _start_run(*args):
+    command = [sys.executable, "-m", "edgeseg", "run", *map(str, args)]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@needs_ffmpeg
+def test_network_stream_killed_midway_ends_cleanly_with_a_playable_file(model, clip, tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip), "-c:v", "mjpeg",
+         "-q:v", "5", "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/cam"]  # fmt: skip
+    )
+    out = tmp_path / "stream.mp4"
+    try:
+        time.sleep(0.5)
+        run = _start_run(model, "--source", f"http://127.0.0.1:{port}/cam", "--out", out, "--no-show",
+                         "--reconnect", "2", "--max-frames", "2000")  # fmt: skip
+        assert _wait_for(lambda: (tmp_path / ".stream.mp4.partial.mp4").exists(), 30), "run never started writing"
+        time.sleep(1.5)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    assert "reconnecting" in stdout and "gave up after 2 attempts" in stdout and "source lost" in stdout
+    assert len(decoded_frames(out)) > 0 and not (tmp_path / ".stream.mp4.partial.mp4").exists()
+
+
+def test_sigint_leaves_a_playable_file(model, clip, tmp_path):
+    out = tmp_path / "looped.mp4"
+    run = _start_run(model, "--source", clip, "--loop", "--out", out, "--no-show", "--max-frames", "100000")
+    assert _wait_for(lambda: (tmp_path / ".looped.mp4.partial.mp4").exists(), 30), "run never started writing"
+    time.sleep(1.0)
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=30)
+    assert run.returncode == 0, stderr
+    assert "(Ctrl-C)" in stdout
+    assert len(decoded_frames(out)) > 0 and not list(tmp_path.glob(".*partial*"))
+
+
+def test_bad_sources_and_sinks_are_one_line(model, clip, tmp_path):
+    no_screen = {"--no-show"}
+    cases = [
+        (("--camera", "7", "--out", tmp_path / "a.mp4"), ("--camera 7", "no camera")),
+        (("--source", "http://127.0.0.1:1/none", "--out", tmp_path / "a.mp4"), ("http://127.0.0.1:1/none", "cannot open")),
+        (("--source", tmp_path / "missing.mp4", "--out", tmp_path / "a.mp4"), ("missing.mp4", "no such file")),
+        (("--source", "videotestsrc ! appsink", "--out", tmp_path / "a.mp4"), ("GStreamer",)),
+        (("--source", clip, "--out", "/proc/edgeseg/out.mp4"), ("/proc/edgeseg/out.mp4",)),
+        (("--source", clip, "--out", tmp_path / "a.gif"), ("a.gif", ".mp4")),
+        (("--source", clip, "--camera", "0", "--out", tmp_path / "a.mp4"), ("exactly one",)),
+        (("--source", clip, "--ignore-class", "Zebra", "--out", tmp_path / "a.mp4"), ("--ignore-class Zebra",)),
+    ]
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video")
+    cases.append((("--source", not_video, "--out", tmp_path / "a.mp4"), ("notes.mp4",)))
+    for args, fragments in cases:
+        assert_one_line_error(run_cli("run", model, *args, *no_screen), *fragments)
+    assert not (tmp_path / "a.mp4").exists()
+
+
+def test_window_without_a_screen_is_one_line(model, clip):
+    import os
+
+    env_display = os.environ.pop("DISPLAY", None)
+    try:
+        done = run_cli("run", model, "--source", clip, "--max-frames", "2")
+    finally:
+        if env_display is not None:
+            os.environ["DISPLAY"] = env_display
+    assert_one_line_error(done, "display://", "--no-show")
