@@ -3,4 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
+# ffmpeg serves the live stream in the video tests (they skip, saying so, without it).
+if ! command -v ffmpeg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q ffmpeg >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q ffmpeg >/dev/null 2>&1) \
+        || echo "note: could not install ffmpeg; the live-stream test will be skipped"
+fi
 exec .venv/bin/python -m pytest -q -rs "$@"

@@ -57,7 +57,8 @@ class Renderer:
         return ~np.isin(labels, list(self.hidden))
 
     def _draw_legend(self, out: np.ndarray, labels: np.ndarray) -> None:
-        present = [c for c in np.unique(labels) if c < self.meta.num_classes and c not in self.hidden]
+        counts = np.bincount(labels.ravel(), minlength=256)
+        present = [c for c in np.flatnonzero(counts) if c < self.meta.num_classes and c not in self.hidden]
         x = out.shape[1] - 150
         for row, class_id in enumerate(present):
             y = 32 + 18 * row  # below the heads-up line
