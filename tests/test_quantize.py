@@ -209,10 +209,10 @@ def test_sensitivity_keeps_the_most_sensitive_layers_in_float(exported, camvid, 
     from edgeseg.sensitivity import keep_sensitive_layers
 
     report = keep_sensitive_layers(exported.files["fp32"], exported.files["calib_ranges"], f"camvid:{camvid}",
-                                   max_drop_points=-100.0, already_kept=[], work_dir=tmp_path, slice_images=2,
-                                   max_layers=2, max_candidates=4)  # fmt: skip
-    assert report["slice"].endswith("train, last 2 images") and len(report["layers"]) == 4
-    gains = [layer["miou_gain_alone"] for layer in report["layers"]]
+                                   max_drop_points=-100.0, already_kept=[], work_dir=tmp_path, slice_images=3,
+                                   max_layers=2, max_candidates=4, ranking_images=2)  # fmt: skip
+    assert report["slice"].endswith("train, last 3 images (2 for ranking)") and len(report["layers"]) == 4
+    gains = [layer["miou_vs_fp32_gain_alone"] for layer in report["layers"]]
     assert gains == sorted(gains, reverse=True)
     assert report["kept_in_float"] == [layer["node"] for layer in report["layers"][:2]]
     assert report["met"] is False and not list(tmp_path.iterdir())
