@@ -49,3 +49,15 @@ def test_cli_bench(onnx_model, camvid, tmp_path):
     assert json.loads(out.read_text())["results"][0]["iters"] == 3 and out.with_suffix(".md").is_file()
     assert_one_line_error(run_cli("bench", onnx_model, "--batch-size", "4"), "--batch-size 4")
     assert_one_line_error(run_cli("bench", tmp_path / "missing.onnx"), "missing.onnx")
+
+
+def test_runtime_bad_inputs_are_one_line(onnx_model, camvid, tmp_path):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(onnx_model.read_bytes()[: onnx_model.stat().st_size // 2])
+    assert_one_line_error(run_cli("bench", truncated, "--iters", "1"), "truncated.onnx", "re-export")
+    assert_one_line_error(run_cli("bench", onnx_model, "--iters", "1", "--device", "cuda"),
+                          "--device cuda", "onnxruntime-gpu")  # fmt: skip
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert_one_line_error(run_cli("predict", onnx_model, empty, "--out", tmp_path / "p"), "empty.png")
+    assert_one_line_error(run_cli("bench", onnx_model, "--iters", "0"), "--iters 0")
