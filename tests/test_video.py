@@ -184,3 +184,10 @@ def test_window_without_a_screen_is_one_line(model, clip):
         if env_display is not None:
             os.environ["DISPLAY"] = env_display
     assert_one_line_error(done, "display://", "--no-show")
+
+
+def test_realtime_paces_a_file_and_drops_frames_like_a_camera(model, clip, tmp_path):
+    stats = run_video(model, str(clip), [str(tmp_path / "frames")], realtime=True, fps=1000, legend=False, hud=False)
+    assert stats["frames_in"] == CLIP_FRAMES and stats["dropped"] > 0
+    assert stats["processed"] + stats["dropped"] == CLIP_FRAMES
+    assert len(list((tmp_path / "frames").glob("*.png"))) == stats["processed"]
