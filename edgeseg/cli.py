@@ -100,18 +100,19 @@ def eval_(
 
 @app.command()
 def predict(
-    model: Path = typer.Argument(..., help="Model file (.pt)."),
+    model: Path = typer.Argument(..., help="Model file (.pt, .onnx, .engine)."),
     source: str = typer.Argument(..., help="An image, a folder of images, or a glob."),
     out: Path = typer.Option(..., "--out", help="Folder for <stem>.png (class ids) and <stem>_overlay.jpg."),
     alpha: float = typer.Option(0.5, "--alpha", help="Overlay opacity."),
     backend: str = typer.Option("auto", "--backend"),
     device: str = typer.Option("cpu", "--device"),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into a non-empty --out folder."),
+    side_by_side: bool = typer.Option(False, "--side-by-side", help="Also write <stem>_side.jpg: the image beside its colour mask."),
 ) -> None:
     """Segment images: class-id PNGs at each image's size and palette overlays."""
     from edgeseg.commands import run_predict
 
-    run_predict(model, source, out, alpha, backend, device, exist_ok)
+    run_predict(model, source, out, alpha, backend, device, exist_ok, side_by_side)
 
 
 @app.command("import-seed")

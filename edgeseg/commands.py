@@ -115,9 +115,17 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def run_predict(
-    model: Path, source: str, out: Path, alpha: float = 0.5, backend: str = "auto", device: str = "cpu", exist_ok: bool = False
+    model: Path,
+    source: str,
+    out: Path,
+    alpha: float = 0.5,
+    backend: str = "auto",
+    device: str = "cpu",
+    exist_ok: bool = False,
+    side_by_side: bool = False,
 ) -> list[Path]:
-    from edgeseg.runtime import Segmenter
+    from edgeseg.runtime import Segmenter, visualize
+    from edgeseg.runtime.preprocess import to_bgr8
 
     images = list_images(source)
     written = []
@@ -128,6 +136,9 @@ def run_predict(
             labels = segmenter.segment(image)
             written.append(write_image(out / f"{path.stem}.png", labels))
             written.append(write_image(out / f"{path.stem}_overlay.jpg", segmenter.overlay(image, labels, alpha)))
+            if side_by_side:
+                panel = visualize.side_by_side(to_bgr8(image), segmenter.colorize(labels))
+                written.append(write_image(out / f"{path.stem}_side.jpg", panel))
     print(f"{len(images)} images segmented into {out}")
     return written
 

@@ -56,8 +56,8 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
                 options[_option(path, _SECTIONS[key], sub_key, f"[{key}] ")] = sub_value
         else:
             options[_option(path, _TOP, key, "")] = value
-    if options.get("dla_core", -1) is not None and options.get("dla_core", -1) < 0:
-        options["dla_core"] = None
+    if isinstance(options.get("dla_core"), int) and options["dla_core"] < 0:
+        options["dla_core"] = None  # -1 in a profile: GPU only
     options.pop("description", None)
     return options
 

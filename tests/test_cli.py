@@ -35,12 +35,13 @@ def test_predict_writes_ids_at_image_size_and_overlays(small_checkpoint, camvid,
     for path in source:
         (folder / path.name).write_bytes(path.read_bytes())
     out = tmp_path / "pred"
-    done = run_cli("predict", small_checkpoint, folder, "--out", out)
+    done = run_cli("predict", small_checkpoint, folder, "--out", out, "--side-by-side")
     assert done.returncode == 0, done.stderr
     for path in source:
         ids = cv2.imread(str(out / f"{path.stem}.png"), cv2.IMREAD_UNCHANGED)
         assert ids.shape == (360, 480) and ids.dtype == np.uint8 and ids.max() < 11
         assert cv2.imread(str(out / f"{path.stem}_overlay.jpg")).shape == (360, 480, 3)
+        assert cv2.imread(str(out / f"{path.stem}_side.jpg")).shape == (360, 960, 3)
     again = run_cli("predict", small_checkpoint, folder, "--out", out)
     assert_one_line_error(again, "--out", "not empty", "--exist-ok")
 
