@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from edgeseg import __version__
 from edgeseg.errors import EdgesegError
+from edgeseg.sysinfo import BOARD_MODEL, TEGRA_RELEASE, board_model, l4t_release, run_command
 
 FACT_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "cuda_version", "l4t_release", "board", "jetpack")
-TEGRA_RELEASE = Path("/etc/nv_tegra_release")
-BOARD_MODEL = Path("/proc/device-tree/model")
 
 
 def manifest_path(engine_path: str | Path) -> Path:
@@ -31,7 +28,7 @@ def manifest_path(engine_path: str | Path) -> Path:
 
 
 # --- system facts -----------------------------------------------------------------------
-def system_facts(tegra_release: Path = TEGRA_RELEASE, board_model: Path = BOARD_MODEL) -> dict[str, Any]:
+def system_facts(tegra_release: Path = TEGRA_RELEASE, board_path: Path = BOARD_MODEL) -> dict[str, Any]:
     """TensorRT version, GPU, CUDA and Jetson release of this machine; None for what is not there."""
     gpu = _gpu_from_pycuda() or _gpu_from_nvidia_smi() or {}
     l4t = l4t_release(tegra_release)
@@ -41,7 +38,7 @@ def system_facts(tegra_release: Path = TEGRA_RELEASE, board_model: Path = BOARD_
         "compute_capability": gpu.get("compute_capability"),
         "cuda_version": gpu.get("cuda_version"),
         "l4t_release": l4t,
-        "board": _read_text(board_model),
+        "board": board_model(board_path),
         "jetpack": _jetpack_version() if l4t else None,
     }
 
@@ -70,44 +67,21 @@ def _gpu_from_pycuda() -> dict[str, Any] | None:
 
 
 def _gpu_from_nvidia_smi() -> dict[str, Any] | None:
-    if shutil.which("nvidia-smi") is None:
-        return None
-    query = _run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"])
+    query = run_command(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"])
     if not query:
         return None
     name, _, capability = query.splitlines()[0].rpartition(",")
-    header = re.search(r"CUDA Version:\s*([\d.]+)", _run(["nvidia-smi"]) or "")
+    header = re.search(r"CUDA Version:\s*([\d.]+)", run_command(["nvidia-smi"]) or "")
     return {"gpu_name": name.strip(), "compute_capability": capability.strip() or None,
             "cuda_version": header.group(1) if header else None}  # fmt: skip
 
 
-def l4t_release(path: Path = TEGRA_RELEASE) -> str | None:
-    """'R35.4.1' from '# R35 (release), REVISION: 4.1, GCID: ...' in /etc/nv_tegra_release."""
-    text = _read_text(path)
-    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text or "")
-    return f"R{match.group(1)}.{match.group(2)}" if match else None
-
-
 def _jetpack_version() -> str | None:
-    if shutil.which("dpkg-query") is None:
-        return None
-    version = _run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
+    version = run_command(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
     return version.split("-")[0] if version else None
 
 
-def _read_text(path: Path) -> str | None:
-    try:
-        return Path(path).read_bytes().decode(errors="replace").strip("\x00 \n") or None
-    except OSError:
-        return None
-
-
-def _run(command: list[str]) -> str | None:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=15)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+__all__ = ["check_engine_manifest", "engine_manifest", "l4t_release", "manifest_mismatches", "manifest_path", "system_facts"]
 
 
 # --- the manifest -----------------------------------------------------------------------

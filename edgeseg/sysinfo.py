@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+BOARD_MODEL = Path("/proc/device-tree/model")
 LIBRARIES = {"numpy": "numpy", "opencv": "opencv-python", "onnxruntime": "onnxruntime", "onnxruntime_gpu": "onnxruntime-gpu",
              "tensorrt": "tensorrt", "pycuda": "pycuda", "torch": "torch", "onnx": "onnx"}  # fmt: skip
 
@@ -48,7 +50,7 @@ def summary(env: dict[str, Any]) -> str:
 
 
 def cpu_model() -> str | None:
-    text = _read("/proc/cpuinfo") or ""
+    text = read_text(Path("/proc/cpuinfo")) or ""
     match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
     return match.group(1).strip() if match else (platform.processor() or None)
 
@@ -68,29 +70,33 @@ def library_versions() -> dict[str, str | None]:
 
 
 def gpu_name() -> str | None:
-    output = _run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
+    output = run_command(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
     return output.splitlines()[0].strip() if output else None
 
 
 def jetson_info() -> dict[str, Any]:
     """Board model, L4T release, nvpmodel mode and jetson_clocks state; {} off a Jetson."""
-    board = (_read("/proc/device-tree/model") or "").strip("\x00\n ") or None
-    release = _l4t_release(_read("/etc/nv_tegra_release"))
+    board, release = board_model(), l4t_release()
     if board is None and release is None:
         return {}
-    mode = _run(["nvpmodel", "-q"])
+    mode = run_command(["nvpmodel", "-q"])
     mode_match = re.search(r"NV Power Mode:\s*(.+)", mode or "")
     return {"board": board, "l4t": release, "power_mode": mode_match.group(1).strip() if mode_match else None,
             "jetson_clocks": _jetson_clocks_state()}  # fmt: skip
 
 
-def _l4t_release(text: str | None) -> str | None:
-    match = re.search(r"R(\d+)[^,]*,\s*REVISION:\s*([\d.]+)", text or "")
+def l4t_release(path: Path = TEGRA_RELEASE) -> str | None:
+    """'R35.4.1' from '# R35 (release), REVISION: 4.1, GCID: ...' in /etc/nv_tegra_release."""
+    match = re.search(r"R(\d+)[^,]*,\s*REVISION:\s*([\d.]+)", read_text(path) or "")
     return f"R{match.group(1)}.{match.group(2)}" if match else None
 
 
+def board_model(path: Path = BOARD_MODEL) -> str | None:
+    return read_text(path)
+
+
 def _jetson_clocks_state() -> str | None:
-    output = _run(["jetson_clocks", "--show"])
+    output = run_command(["jetson_clocks", "--show"])
     if not output:
         return None
     # With jetson_clocks on, every CPU runs at its maximum: MinFreq equals MaxFreq on each line.
@@ -167,21 +173,22 @@ class TegrastatsSampler:
 
 
 # --- helpers -------------------------------------------------------------------------
-def _read(path: str) -> str | None:
+def read_text(path: Path) -> str | None:
     try:
-        return Path(path).read_text(errors="replace")
+        return Path(path).read_bytes().decode(errors="replace").strip("\x00 \n") or None
     except OSError:
         return None
 
 
-def _run(command: list[str]) -> str | None:
+def run_command(command: list[str], timeout: float = 15) -> str | None:
+    """A tool's stripped output, or None when it is missing, fails or hangs."""
     if shutil.which(command[0]) is None:
         return None
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=10)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout if done.returncode == 0 and done.stdout.strip() else None
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
 
 
 def _module_version(module: str) -> str | None:

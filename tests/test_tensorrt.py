@@ -115,7 +115,7 @@ def test_jetson_release_and_board_are_read(tmp_path):
     model = tmp_path / "model"
     model.write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\x00")
     assert l4t_release(release) == "R35.4.1"
-    facts = system_facts(tegra_release=release, board_model=model)
+    facts = system_facts(tegra_release=release, board_path=model)
     assert facts["l4t_release"] == "R35.4.1" and facts["board"] == "NVIDIA Jetson AGX Orin Developer Kit"
     assert l4t_release(tmp_path / "absent") is None
 
