@@ -119,13 +119,18 @@ def _start_run(*args):
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@needs_ffmpeg
-def test_network_stream_killed_midway_ends_cleanly_with_a_playable_file(model, clip, tmp_path):
-    port = _free_port()
-    server = subprocess.Popen(
+def _serve(clip, port: int) -> subprocess.Popen:
+    """An MJPEG-over-HTTP camera stand-in: ffmpeg plays the clip in a loop at its frame rate."""
+    return subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip), "-c:v", "mjpeg",
          "-q:v", "5", "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/cam"]  # fmt: skip
     )
+
+
+@needs_ffmpeg
+def test_network_stream_killed_midway_ends_cleanly_with_a_playable_file(model, clip, tmp_path):
+    port = _free_port()
+    server = _serve(clip, port)
     out = tmp_path / "stream.mp4"
     try:
         time.sleep(0.5)
@@ -140,6 +145,30 @@ def test_network_stream_killed_midway_ends_cleanly_with_a_playable_file(model, c
     assert run.returncode == 0, stderr
     assert "reconnecting" in stdout and "gave up after 2 attempts" in stdout and "source lost" in stdout
     assert len(decoded_frames(out)) > 0 and not (tmp_path / ".stream.mp4.partial.mp4").exists()
+
+
+@needs_ffmpeg
+def test_network_stream_that_comes_back_is_reconnected(model, clip, tmp_path):
+    port, out, stats = _free_port(), tmp_path / "stream.mp4", tmp_path / "stats.json"
+    server = _serve(clip, port)
+    try:
+        time.sleep(0.5)
+        run = _start_run(model, "--source", f"http://127.0.0.1:{port}/cam", "--out", out, "--no-show",
+                         "--reconnect", "6", "--max-frames", "40", "--json", stats)  # fmt: skip
+        assert _wait_for(lambda: (tmp_path / ".stream.mp4.partial.mp4").exists(), 30), "run never started writing"
+        time.sleep(1.0)
+        server.kill()
+        server.wait(timeout=10)
+        time.sleep(0.3)
+        server = _serve(clip, port)
+        stdout, stderr = run.communicate(timeout=90)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    assert run.returncode == 0, stderr
+    assert "reconnected" in stdout, stdout
+    report = json.loads(stats.read_text())
+    assert report["reconnects"] >= 1 and report["frames_in"] == 40 and len(decoded_frames(out)) == report["processed"]
 
 
 def test_sigint_leaves_a_playable_file(model, clip, tmp_path):
