@@ -96,8 +96,13 @@ def measure_latency(files: dict, threads: int, rounds: int, iters: int, data: st
     """Model-only ONNX Runtime latency; every round runs every model, so drift hits them alike."""
     from edgeseg.runtime import Segmenter
 
+    from edgeseg.runtime.backends.amx import has_amx_int8
+
     keys = [k for k in ("fp32", "fp16", "int8_qdq", "int8") if k in files]
     backends = {k: Segmenter.load(files[k], threads=threads) for k in keys}
+    if has_amx_int8() and "int8" in files:  # the in-memory AMX rewrite, measured against its absence
+        backends[AMX_OFF] = Segmenter.load(files["int8"], threads=threads, amx=False)
+        keys.append(AMX_OFF)
     image = cv2.imread(str(sorted((Path(data.split(":", 1)[1]) / "images" / "val").glob("*.jpg"))[0]))
     buffers = {}
     for key, segmenter in backends.items():
@@ -112,8 +117,15 @@ def measure_latency(files: dict, threads: int, rounds: int, iters: int, data: st
                 begin = time.perf_counter()
                 backends[key].backend.infer(buffers[key])
                 samples[key].append(1000 * (time.perf_counter() - begin))
-    return {files[k].name: {"median": statistics.median(v), "p90": float(np.percentile(v, 90)), "n": len(v)}
+    return {_label(files, k): {"median": statistics.median(v), "p90": float(np.percentile(v, 90)), "n": len(v)}
             for k, v in samples.items()}  # fmt: skip
+
+
+AMX_OFF = "int8_amx_off"
+
+
+def _label(files: dict, key: str) -> str:
+    return f"{files['int8'].name}, AMX rewrite off" if key == AMX_OFF else files[key].name
 
 
 def render(report: dict) -> str:

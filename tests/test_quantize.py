@@ -238,3 +238,53 @@ def test_amax_ranges_feed_set_dynamic_range(exported):
     _, scales = read_calibration_cache(exported.files["calib_cache"])
     assert set(amax) == set(scales)
     assert amax["images"] == pytest.approx(127 * scales["images"], rel=1e-5)
+
+
+def _dense_conv_depths(graph, constants) -> dict[str, int]:
+    """Weight name -> reduction depth (Cin x kH x kW) of every group-1 Conv fed by a weight DequantizeLinear."""
+    producers = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants}
+    depths = {}
+    for conv in (n for n in graph.node if n.op_type == "Conv" and n.input[1] in producers):
+        group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+        weight = producers[conv.input[1]].input[0]
+        if group == 1:
+            depths[weight] = int(np.prod(constants[weight].shape[1:]))
+    return depths
+
+
+def test_amx_rewrite_moves_only_deep_dense_convs_and_changes_no_output(exported, camvid):
+    import cv2
+
+    from edgeseg.runtime.backends.amx import MIN_DEPTH, route_convs_to_amx
+
+    path = exported.files["int8"]
+    graph, before = _initializers(path)
+    model = onnx.load(str(path))
+    moved = route_convs_to_amx(model)
+    after = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    deep = {w for w, depth in _dense_conv_depths(graph, before).items() if depth >= MIN_DEPTH}
+    changed = {name for name in before if not np.array_equal(before[name], after[name])}
+    weights_changed = {name for name in changed if before[name].ndim == 4}
+    assert moved == len(deep) > 0 and weights_changed == deep and len(changed) == 2 * moved  # weight + its zero-point
+    for node in (n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in deep):
+        weight, zero = node.input[0], node.input[2]
+        assert (after[zero] == -1).all()
+        np.testing.assert_array_equal(after[weight].astype(int) + 1, before[weight].astype(int))
+
+    image = cv2.imread(str(sorted((camvid / "images" / "val").glob("*.jpg"))[0]))
+    with Segmenter.load(path) as segmenter:
+        segmenter.prepare([image])
+        batch = segmenter.preprocessor.buffer[:1].copy()
+    original = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": batch})[0]
+    rewritten = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(rewritten.run(None, {"images": batch})[0], original)
+
+
+def test_amx_is_read_from_the_cpu_flags(tmp_path):
+    from edgeseg.runtime.backends.amx import has_amx_int8
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_vnni amx_bf16 amx_tile amx_int8\n")
+    assert has_amx_int8(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_vnni\n")
+    assert not has_amx_int8(cpuinfo) and not has_amx_int8(tmp_path / "missing")

@@ -220,3 +220,21 @@ def test_realtime_paces_a_file_and_drops_frames_like_a_camera(model, clip, tmp_p
     assert stats["frames_in"] == CLIP_FRAMES and stats["dropped"] > 0
     assert stats["processed"] + stats["dropped"] == CLIP_FRAMES
     assert len(list((tmp_path / "frames").glob("*.png"))) == stats["processed"]
+
+
+def test_file_sinks_open_at_a_known_size_and_leave_nothing_when_empty(clip, tmp_path):
+    from edgeseg.video import open_sink, open_source
+
+    source = open_source(str(clip), width=240, height=180)
+    sink = open_sink(str(tmp_path / "small.avi"), source.fps, (240, 180))  # size known: the file opens at once
+    assert list(tmp_path.glob(".small.avi.partial*")), "a sink given its size opens before the first frame"
+    while (frame := source.read()) is not None:
+        sink.write(frame.image)
+    with pytest.raises(EdgesegError, match="480x360.*240x180"):
+        sink.write(np.zeros((360, 480, 3), np.uint8))
+    source.close()
+    sink.close()
+    assert len(decoded_frames(tmp_path / "small.avi")) == CLIP_FRAMES
+    empty = open_sink(str(tmp_path / "empty.mp4"), 10.0, (240, 180))
+    empty.close()
+    assert not list(tmp_path.glob("*empty*")), "a sink that got no frame leaves no empty video"

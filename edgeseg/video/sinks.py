@@ -32,20 +32,26 @@ class VideoSink:
 
 
 class VideoFileSink(VideoSink):
-    def __init__(self, uri: str, fps: float) -> None:
+    def __init__(self, uri: str, fps: float, size: tuple[int, int] | None = None) -> None:
         self.uri, self.path, self.fps = uri, Path(uri), fps
         self.partial = self.path.with_name(f".{self.path.name}.partial{self.path.suffix}")
         self._writer: cv2.VideoWriter | None = None
         self.frames = 0
         _check_writable(self.path, uri)
+        if size is not None:  # known up front: fail before the run, not at its first frame
+            self._writer = self._open(*size)
 
     def write(self, image: np.ndarray) -> None:
         if self._writer is None:
             self._writer = self._open(image.shape[1], image.shape[0])
+        elif self._size != (image.shape[1], image.shape[0]):
+            raise EdgesegError(f"{self.uri}: frames are {image.shape[1]}x{image.shape[0]}, the file was opened for "
+                               f"{self._size[0]}x{self._size[1]}; open the sink with the output's size or none")  # fmt: skip
         self._writer.write(image)
         self.frames += 1
 
     def _open(self, width: int, height: int) -> cv2.VideoWriter:
+        self._size = (width, height)
         fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
         writer = cv2.VideoWriter(str(self.partial), cv2.CAP_FFMPEG, fourcc, self.fps, (width, height))
         if not writer.isOpened():
@@ -57,7 +63,10 @@ class VideoFileSink(VideoSink):
             return
         self._writer.release()
         self._writer = None
-        os.replace(self.partial, self.path)
+        if self.frames:
+            os.replace(self.partial, self.path)
+        else:  # nothing written: leave no empty file behind
+            self.partial.unlink(missing_ok=True)
 
 
 class ImageFolderSink(VideoSink):
@@ -110,12 +119,13 @@ class DisplaySink(VideoSink):
         cv2.destroyWindow(self.title)
 
 
-def open_sink(uri: str, fps: float) -> VideoSink:
+def open_sink(uri: str, fps: float, size: tuple[int, int] | None = None) -> VideoSink:
+    """A sink for ``uri``; ``size`` (width, height), when known, opens a video file at once."""
     if uri == DISPLAY:
         return DisplaySink()
     suffix = Path(uri).suffix.lower()
     if suffix in VIDEO_CODECS:
-        return VideoFileSink(uri, fps)
+        return VideoFileSink(uri, fps, size)
     if suffix and not Path(uri).is_dir():
         raise EdgesegError(f"--out {uri}: unknown output kind {suffix}; use .mp4, .avi, a folder, or display://")
     return ImageFolderSink(uri)

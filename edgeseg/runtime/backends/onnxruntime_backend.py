@@ -8,6 +8,7 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.onnx_meta import parse_meta
+from edgeseg.runtime.backends.amx import amx_model_bytes
 from edgeseg.runtime.backends.base import Backend
 
 PROVIDERS = {
@@ -30,12 +31,15 @@ class OnnxRuntimeBackend(Backend):
         self.on_gpu = session.get_providers()[0] != "CPUExecutionProvider"
 
     @classmethod
-    def load(cls, path: Path, device: str = "cpu", threads: int | None = None, **_: object) -> "OnnxRuntimeBackend":
+    def load(
+        cls, path: Path, device: str = "cpu", threads: int | None = None, amx: bool = True, **_: object
+    ) -> "OnnxRuntimeBackend":
+        """``amx``: on a CPU with AMX-INT8, move large int8 convolutions onto AMX (bit-identical; see amx.py)."""
         try:
             import onnxruntime as ort
         except ImportError:
             raise EdgesegError(f"{path}: ONNX Runtime is not installed; {PROVIDERS['cpu'][1]}") from None
-        session = _open_session(ort, Path(path), device, threads)
+        session = _open_session(ort, Path(path), device, threads, amx)
         meta, extras = parse_meta(session.get_modelmeta().custom_metadata_map, path)
         batch_dim = session.get_inputs()[0].shape[0]
         return cls(session, meta, extras["output_kind"], batch_dim if isinstance(batch_dim, int) else None)
@@ -66,7 +70,7 @@ class OnnxRuntimeBackend(Backend):
         self.session = None
 
 
-def _open_session(ort, path: Path, device: str, threads: int | None):
+def _open_session(ort, path: Path, device: str, threads: int | None, amx: bool):
     kind = device.split(":")[0]
     if kind not in PROVIDERS:
         raise EdgesegError(f"--device {device}: choose one of {', '.join(PROVIDERS)} for an .onnx model")
@@ -80,8 +84,9 @@ def _open_session(ort, path: Path, device: str, threads: int | None):
         options.intra_op_num_threads = threads
     if not path.is_file():
         raise EdgesegError(f"{path}: no such model file; check the path")
+    model = amx_model_bytes(path) if amx and kind == "cpu" else None
     try:
-        return ort.InferenceSession(str(path), options, providers=[provider])
+        return ort.InferenceSession(model or str(path), options, providers=[provider])
     except Exception as err:  # ORT raises its own exception types for corrupt or truncated files
         reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise EdgesegError(f"{path}: cannot be loaded by ONNX Runtime ({reason}); re-export it with `edgeseg export`") from None
