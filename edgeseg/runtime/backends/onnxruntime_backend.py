@@ -39,10 +39,13 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime as ort
         except ImportError:
             raise EdgesegError(f"{path}: ONNX Runtime is not installed; {PROVIDERS['cpu'][1]}") from None
-        session = _open_session(ort, Path(path), device, threads, amx)
+        session, on_amx = _open_session(ort, Path(path), device, threads, amx)
         meta, extras = parse_meta(session.get_modelmeta().custom_metadata_map, path)
         batch_dim = session.get_inputs()[0].shape[0]
-        return cls(session, meta, extras["output_kind"], batch_dim if isinstance(batch_dim, int) else None)
+        backend = cls(session, meta, extras["output_kind"], batch_dim if isinstance(batch_dim, int) else None)
+        if on_amx:
+            backend.name = "onnxruntime+amx"  # shows in bench tables which sessions were rewritten
+        return backend
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         count = batch.shape[0]
@@ -86,7 +89,7 @@ def _open_session(ort, path: Path, device: str, threads: int | None, amx: bool):
         raise EdgesegError(f"{path}: no such model file; check the path")
     model = amx_model_bytes(path) if amx and kind == "cpu" else None
     try:
-        return ort.InferenceSession(model or str(path), options, providers=[provider])
+        return ort.InferenceSession(model or str(path), options, providers=[provider]), model is not None
     except Exception as err:  # ORT raises its own exception types for corrupt or truncated files
         reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise EdgesegError(f"{path}: cannot be loaded by ONNX Runtime ({reason}); re-export it with `edgeseg export`") from None
