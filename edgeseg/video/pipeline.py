@@ -122,11 +122,16 @@ def run_video(
     max_frames: int | None = None,
     reconnect_attempts: int = 5,
     stats_json: Path | None = None,
+    spin: bool = False,
 ) -> dict:
-    """Segment a video source into the sinks; returns (and prints) the run's statistics."""
+    """Segment a video source into the sinks; returns (and prints) the run's statistics.
+
+    ``spin=False`` lets ONNX Runtime's idle threads sleep, which leaves those moments to the
+    capture and drawing threads that share the CPU with the model (see benchmarks/video_fps.py).
+    """
     if not sinks:
         raise EdgesegError("edgeseg run: no output; pass --out FILE_OR_FOLDER, or leave --show on")
-    options = {"threads": threads} if threads else {}
+    options = {"threads": threads, "spin": spin} if threads else {"spin": spin}
     with Segmenter.load(model, backend=backend, device=device, **options) as segmenter:
         renderer = Renderer(segmenter.meta, mode, alpha, legend, hud, ignore_classes)
         source = open_source(source_uri, width=width, height=height, fps=fps, loop=loop)

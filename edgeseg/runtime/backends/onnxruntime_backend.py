@@ -32,14 +32,16 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def load(
-        cls, path: Path, device: str = "cpu", threads: int | None = None, amx: bool = True, **_: object
+        cls, path: Path, device: str = "cpu", threads: int | None = None, amx: bool = True, spin: bool = True,
+        **_: object,
     ) -> "OnnxRuntimeBackend":
-        """``amx``: on a CPU with AMX-INT8, move large int8 convolutions onto AMX (bit-identical; see amx.py)."""
+        """``amx``: on a CPU with AMX-INT8, move large int8 convolutions onto AMX (bit-identical; see amx.py).
+        ``spin=False``: idle intra-op threads sleep rather than spin, for loops that share the CPU."""
         try:
             import onnxruntime as ort
         except ImportError:
             raise EdgesegError(f"{path}: ONNX Runtime is not installed; {PROVIDERS['cpu'][1]}") from None
-        session, on_amx = _open_session(ort, Path(path), device, threads, amx)
+        session, on_amx = _open_session(ort, Path(path), device, threads, amx, spin)
         meta, extras = parse_meta(session.get_modelmeta().custom_metadata_map, path)
         batch_dim = session.get_inputs()[0].shape[0]
         backend = cls(session, meta, extras["output_kind"], batch_dim if isinstance(batch_dim, int) else None)
@@ -73,7 +75,7 @@ class OnnxRuntimeBackend(Backend):
         self.session = None
 
 
-def _open_session(ort, path: Path, device: str, threads: int | None, amx: bool):
+def _open_session(ort, path: Path, device: str, threads: int | None, amx: bool, spin: bool):
     kind = device.split(":")[0]
     if kind not in PROVIDERS:
         raise EdgesegError(f"--device {device}: choose one of {', '.join(PROVIDERS)} for an .onnx model")
@@ -85,6 +87,8 @@ def _open_session(ort, path: Path, device: str, threads: int | None, amx: bool):
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not path.is_file():
         raise EdgesegError(f"{path}: no such model file; check the path")
     model = amx_model_bytes(path) if amx and kind == "cpu" else None
