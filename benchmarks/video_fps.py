@@ -90,7 +90,7 @@ def render(report: dict) -> str:
         "With one backend thread the second core decodes, draws and encodes, and the loop runs at the model's",
         "own rate. With as many backend threads as cores, that work (about 5 ms a frame) takes CPU from the",
         "model: ONNX Runtime's two threads meet at a barrier after every layer, so each millisecond taken from",
-        "one of them delays both (measured alone: 38 ms; beside a 5 ms-per-frame drawing load: 42.6 ms). The",
+        "one of them delays both (compare the model's p50 in the run with 1000 / model-only img/s). The",
         "two-thread loop is still the faster one in frames per second. `edgeseg run` lets ONNX Runtime's idle",
         "threads sleep instead of spinning (`spin=False`), which leaves those moments to the capture and drawing",
         "threads; the spinning columns are the same run with ONNX Runtime's default. Capture-to-file latency of a file source",
