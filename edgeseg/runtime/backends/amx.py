@@ -89,6 +89,6 @@ def amx_model_bytes(path: Path) -> bytes | None:
         import onnx
 
         model = onnx.load(str(path))
-    except Exception:  # no onnx package, or a file ONNX Runtime will report on in its own words
+        return model.SerializeToString() if route_convs_to_amx(model) else None
+    except Exception:  # no onnx package, a file ONNX Runtime will report on in its own words, or over 2 GB
         return None
-    return model.SerializeToString() if route_convs_to_amx(model) else None
