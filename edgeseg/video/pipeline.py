@@ -131,7 +131,7 @@ def run_video(
     """
     if not sinks:
         raise EdgesegError("edgeseg run: no output; pass --out FILE_OR_FOLDER, or leave --show on")
-    options = {"threads": threads, "spin": spin} if threads else {"spin": spin}
+    options = {"spin": spin, **({"threads": threads} if threads else {})}
     with Segmenter.load(model, backend=backend, device=device, **options) as segmenter:
         renderer = Renderer(segmenter.meta, mode, alpha, legend, hud, ignore_classes)
         source = open_source(source_uri, width=width, height=height, fps=fps, loop=loop)
