@@ -95,7 +95,6 @@ def other_method(result, method: str, args) -> dict:
 def measure_latency(files: dict, threads: int, rounds: int, iters: int, data: str) -> dict:
     """Model-only ONNX Runtime latency; every round runs every model, so drift hits them alike."""
     from edgeseg.runtime import Segmenter
-
     from edgeseg.runtime.backends.amx import has_amx_int8
 
     keys = [k for k in ("fp32", "fp16", "int8_qdq", "int8") if k in files]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.sysinfo import read_text
+
 # Reduction depth (input channels x kernel height x kernel width) from which the AMX GEMM beats
 # the symmetric VNNI kernel: below it the im2col copy costs more than AMX saves. Sweep on the
 # reference model (INT8 / FP32 latency): every conv 0.28, depth >= 256: 0.265, >= 576: 0.26,
@@ -26,10 +28,7 @@ MIN_DEPTH = 256
 
 def has_amx_int8(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether the CPU reports AMX tiles with int8 support (Linux; False where unknown)."""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return False
+    text = read_text(cpuinfo) or ""
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     return "amx_tile" in flags and "amx_int8" in flags
 
