@@ -131,10 +131,10 @@ def load_calibration_set(calib: str | Path) -> CalibrationSet:
         return _from_manifest(manifest, source)
     if path.suffix == ".json":
         raise EdgesegError(f"--calib {source}: no such manifest; make one with `edgeseg calib-data`")
-    from edgeseg.commands import IMAGE_SUFFIXES, list_images
+    from edgeseg.images import images_in, list_images
 
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = images_in(path)
     else:
         try:
             images = list_images(source)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import typer
 
@@ -41,8 +41,8 @@ def main(
 def train(
     data: str = typer.Option(..., "--data", help="Dataset: NAME:ROOT (camvid, voc, cityscapes), a .toml, or a folder with dataset.toml."),
     out: Path = typer.Option(..., "--out", help="Run folder for best.pt, last.pt, log.csv, curves.png."),
-    img_size: tuple[int, int] = typer.Option((360, 480), "--img-size", help="Network input H W."),
-    crop_size: Optional[tuple[int, int]] = typer.Option(None, "--crop-size", help="Training crop H W (default: --img-size)."),
+    img_size: Tuple[int, int] = typer.Option((360, 480), "--img-size", help="Network input H W."),
+    crop_size: Optional[Tuple[int, int]] = typer.Option(None, "--crop-size", help="Training crop H W (default: --img-size)."),
     epochs: int = typer.Option(100, "--epochs"),
     batch_size: int = typer.Option(8, "--batch-size"),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 0.01 SGD, 5e-4 AdamW)."),
@@ -121,7 +121,7 @@ def import_seed(
     num_classes: int = typer.Option(..., "--num-classes", help="Classes the seed model was trained with."),
     out: Path = typer.Option(..., "--out", help="Where to write the edgeseg .pt."),
     data: Optional[str] = typer.Option(None, "--data", help="Take class names, palette and ignore index from this dataset."),
-    img_size: tuple[int, int] = typer.Option((512, 512), "--img-size", help="Input H W (the seed trains at 512 512)."),
+    img_size: Tuple[int, int] = typer.Option((512, 512), "--img-size", help="Input H W (the seed trains at 512 512)."),
     output_stride: int = typer.Option(16, "--output-stride"),
 ) -> None:
     """Wrap a seed-repository state_dict with its conventions (RGB, x/255, letterbox grey)."""
@@ -135,7 +135,7 @@ def export_(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) to export."),
     out: Path = typer.Option(..., "--out", help="Folder for the ONNX models, calibration files, engines and reports."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Target profile: a name in export/ (e.g. jetson-orin-nano-int8) or a .toml file; flags override it."),
-    img_size: Optional[tuple[int, int]] = typer.Option(None, "--img-size", help="Input H W (default: the checkpoint's)."),
+    img_size: Optional[Tuple[int, int]] = typer.Option(None, "--img-size", help="Input H W (default: the checkpoint's)."),
     batch: Optional[int] = typer.Option(None, "--batch", help="Fixed batch size (default 1)."),
     dynamic_batch: Optional[int] = typer.Option(None, "--dynamic-batch", help="Dynamic batch axis up to MAX."),
     argmax: Optional[bool] = typer.Option(None, "--argmax/--logits", help="Output uint8 labels (N,H,W) computed in the graph, or logits."),
@@ -199,14 +199,14 @@ def calib_data(
 
 @app.command()
 def bench(
-    models: list[Path] = typer.Argument(..., help="Models to compare (.pt, .onnx, .engine); ratios are to the first."),
+    models: List[Path] = typer.Argument(..., help="Models to compare (.pt, .onnx, .engine); ratios are to the first."),
     backend: str = typer.Option("auto", "--backend"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or tensorrt (ONNX Runtime providers), cuda for .pt/.engine."),
     batch_size: int = typer.Option(1, "--batch-size"),
     iters: int = typer.Option(50, "--iters", help="Timed batches per model."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed batches first."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend (default: the library's)."),
-    img_size: Optional[tuple[int, int]] = typer.Option(None, "--img-size", help="Source image H W (default: the model's input size)."),
+    img_size: Optional[Tuple[int, int]] = typer.Option(None, "--img-size", help="Source image H W (default: the model's input size)."),
     data: Optional[str] = typer.Option(None, "--data", help="Use real val images of this dataset instead of a synthetic one."),
     model_only: bool = typer.Option(False, "--model-only", help="Time the backend alone, on a prepared input."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Results JSON (default benchmarks/results/bench-<time>.json)."),
@@ -225,13 +225,13 @@ def run_(
     model: Path = typer.Argument(..., help="Model file (.pt, .onnx, .engine)."),
     camera: Optional[int] = typer.Option(None, "--camera", help="OpenCV camera index."),
     source: Optional[str] = typer.Option(None, "--source", help="/dev/videoN, csi://N, a video file, an image folder or glob, rtsp:// or http:// URL, or a GStreamer pipeline."),
-    out: Optional[list[str]] = typer.Option(None, "--out", help="Output: a .mp4/.avi file or a folder; repeat for several."),
+    out: Optional[List[str]] = typer.Option(None, "--out", help="Output: a .mp4/.avi file or a folder; repeat for several."),
     show: Optional[bool] = typer.Option(None, "--show/--no-show", help="Show a window (default: on when there is no --out)."),
     mode: str = typer.Option("overlay", "--mode", help="overlay, mask or side-by-side."),
     alpha: float = typer.Option(0.5, "--alpha", help="Overlay opacity."),
     legend: bool = typer.Option(True, "--legend/--no-legend", help="Draw the classes present."),
     hud: bool = typer.Option(True, "--hud/--no-hud", help="Draw FPS, model latency and capture-to-display latency."),
-    ignore_class: Optional[list[str]] = typer.Option(None, "--ignore-class", help="A class name or id not to draw; repeat for several."),
+    ignore_class: Optional[List[str]] = typer.Option(None, "--ignore-class", help="A class name or id not to draw; repeat for several."),
     realtime: bool = typer.Option(False, "--realtime", help="Pace files and folders at their frame rate, dropping frames like a camera."),
     loop: bool = typer.Option(False, "--loop", help="Start a file or folder again at its end."),
     width: Optional[int] = typer.Option(None, "--width"),
@@ -258,7 +258,7 @@ def run_(
               reconnect_attempts=reconnect, stats_json=json_path)  # fmt: skip
 
 
-def _split(value: Optional[str]) -> Optional[tuple[str, ...]]:
+def _split(value: Optional[str]) -> Optional[Tuple[str, ...]]:
     return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 

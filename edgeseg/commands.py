@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from edgeseg.errors import EdgesegError
-from edgeseg.fileio import write_bytes, write_json
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
+from edgeseg.fileio import prepare_output_dir, write_json
+from edgeseg.images import list_images, read_image, write_image
 
 def run_eval(
     model: Path,
@@ -91,29 +85,6 @@ def _save_eval_plots(result, folder: Path) -> None:
     print(f"plots: {folder / 'confusion_matrix.png'}, {folder / 'per_class_iou.png'}")
 
 
-def list_images(source: str) -> list[Path]:
-    """An image file, a folder of images, or a glob, sorted."""
-    path = Path(source)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
-            raise EdgesegError(f"{source}: folder has no images ({', '.join(IMAGE_SUFFIXES)}); pass a folder of pictures")
-        return found
-    matches = sorted(Path(p) for p in glob.glob(source) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
-    if not matches:
-        raise EdgesegError(f"{source}: no such image, folder or glob match; check the path")
-    return matches
-
-
-def read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise EdgesegError(f"{path}: cannot be read as an image; pass a valid JPEG/PNG file")
-    return image
-
-
 def run_predict(
     model: Path,
     source: str,
@@ -141,25 +112,6 @@ def run_predict(
                 written.append(write_image(out / f"{path.stem}_side.jpg", panel))
     print(f"{len(images)} images segmented into {out}")
     return written
-
-
-def prepare_output_dir(out: Path, exist_ok: bool, flag: str) -> None:
-    if out.exists() and not out.is_dir():
-        raise EdgesegError(f"{flag} {out}: is a file; pass a folder")
-    if out.is_dir() and any(out.iterdir()) and not exist_ok:
-        raise EdgesegError(f"{flag} {out}: folder exists and is not empty; choose another or pass --exist-ok")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise EdgesegError(f"{flag} {out}: cannot create the folder ({err.strerror}); choose a writable path") from None
-
-
-def write_image(path: Path, image: np.ndarray) -> Path:
-    """Encode in memory, then write under a temporary name and rename: no half-written files."""
-    ok, encoded = cv2.imencode(path.suffix, image)
-    if not ok:
-        raise EdgesegError(f"{path}: OpenCV cannot encode {path.suffix} files; use .png or .jpg")
-    return write_bytes(path, encoded.tobytes())
 
 
 def run_import_seed(

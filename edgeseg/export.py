@@ -26,7 +26,7 @@ import torch
 
 from edgeseg import __version__
 from edgeseg.checkpoint import load_model
-from edgeseg.commands import prepare_output_dir
+from edgeseg.fileio import prepare_output_dir
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import file_sha256, write_json
 from edgeseg.meta import ModelMeta

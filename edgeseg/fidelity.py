@@ -112,7 +112,7 @@ def save_worst_images(
     result: FidelityResult, model: Segmenter, reference: ReferencePredictions, data: SegmentationData, folder: Path
 ) -> list[Path]:
     """image | reference | model | difference (white where they disagree), one JPEG per worst image."""
-    from edgeseg.commands import write_image
+    from edgeseg.images import write_image
 
     written = []
     for rank, (_, index) in enumerate(result.worst):

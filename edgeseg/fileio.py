@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from edgeseg.errors import EdgesegError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -45,3 +47,14 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def prepare_output_dir(out: Path, exist_ok: bool, flag: str) -> None:
+    if out.exists() and not out.is_dir():
+        raise EdgesegError(f"{flag} {out}: is a file; pass a folder")
+    if out.is_dir() and any(out.iterdir()) and not exist_ok:
+        raise EdgesegError(f"{flag} {out}: folder exists and is not empty; choose another or pass --exist-ok")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise EdgesegError(f"{flag} {out}: cannot create the folder ({err.strerror}); choose a writable path") from None

@@ -62,3 +62,53 @@ def read_meta(path: str | Path) -> tuple[ModelMeta, dict[str, Any]]:
 
     model = onnx.load(str(path), load_external_data=False)
     return parse_meta({p.key: p.value for p in model.metadata_props}, path)
+
+
+def onnx_metadata(onnx_path: Path) -> dict[str, str]:
+    """The model's ``metadata_props``: with ``onnx`` when installed, else read straight from the protobuf."""
+    try:
+        import onnx
+    except ImportError:
+        return read_metadata_props(Path(onnx_path).read_bytes())
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def read_metadata_props(payload: bytes) -> dict[str, str]:
+    """ModelProto field 14 (metadata_props: key = 1, value = 2), without the onnx package."""
+    props = {}
+    for number, value in _proto_fields(memoryview(payload)):
+        if number == 14:
+            entry = {n: bytes(v).decode() for n, v in _proto_fields(value) if n in (1, 2)}
+            props[entry.get(1, "")] = entry.get(2, "")
+    return props
+
+
+def _proto_fields(data: memoryview):
+    """(field number, value) of one protobuf message's top-level fields; nested messages stay bytes."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            value, pos = data[pos : pos + length], pos + length
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = data[pos : pos + size], pos + size
+        else:
+            raise EdgesegError(f"ONNX model: unexpected protobuf wire type {wire}; the file is damaged")
+        yield number, value
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7

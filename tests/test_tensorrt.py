@@ -156,7 +156,7 @@ def dynamic_onnx(small_checkpoint, tmp_path_factory):
 def test_metadata_read_without_onnx_matches_onnx(small_onnx):
     import onnx
 
-    from edgeseg.build import read_metadata_props
+    from edgeseg.onnx_meta import read_metadata_props
     from edgeseg.onnx_meta import parse_meta
 
     expected = {p.key: p.value for p in onnx.load(str(small_onnx)).metadata_props}

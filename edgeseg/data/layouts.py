@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeseg.errors import EdgesegError
+from edgeseg.images import IMAGE_SUFFIXES, is_image
 
 if TYPE_CHECKING:
     from edgeseg.data.spec import DatasetSpec
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CITYSCAPES_IMAGE = "_leftImg8bit.png"
 CITYSCAPES_LABEL = "_gtFine_labelIds.png"
 LAYOUT_NEEDS = {
@@ -62,7 +62,7 @@ def layout_root(layout: str, root: Path, source: str) -> Path:
 def _scan_folder(spec: DatasetSpec, split: str) -> SplitListing:
     image_dir = _split_dir(spec, spec.root / "images", split)
     label_dir = _split_dir(spec, spec.root / "labels", split)
-    images = _by_stem(spec, (p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+    images = _by_stem(spec, (p for p in image_dir.iterdir() if is_image(p)))
     labels = _by_stem(spec, (p for p in label_dir.iterdir() if p.suffix.lower() == ".png"))
     return _match(
         images, labels, image_dir, label_dir,

@@ -79,7 +79,7 @@ class ImageFolderSink(VideoSink):
         self.frames = 0
 
     def write(self, image: np.ndarray) -> None:
-        from edgeseg.commands import write_image
+        from edgeseg.images import write_image
 
         write_image(self.folder / f"frame_{self.frames:06d}.png", image)
         self.frames += 1
@@ -109,7 +109,7 @@ class DisplaySink(VideoSink):
         elif key == ord(" "):
             self.paused = not self.paused
         elif key == ord("s") and self._last is not None:
-            from edgeseg.commands import write_image
+            from edgeseg.images import write_image
 
             path = write_image(self.snapshot_dir / f"snapshot_{self._snapshots:03d}.png", self._last)
             self._snapshots += 1

@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 
 from edgeseg.errors import EdgesegError
+from edgeseg.images import IMAGE_SUFFIXES, images_in, is_image
 
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264", ".mjpeg")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 OPEN_TIMEOUT_MS = 5000
 
 # OpenCV and FFmpeg log lines of their own for every failed open; edgeseg reports failures itself.
@@ -192,8 +192,8 @@ def _gstreamer(pipeline: str, uri: str) -> str:
 def _images(uri: str) -> list[Path]:
     path = Path(uri)
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    return sorted(Path(p) for p in glob.glob(uri) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        return images_in(path)
+    return sorted(Path(p) for p in glob.glob(uri) if is_image(Path(p)))
 
 
 def _cannot_open(uri: str, is_live: bool) -> str:
