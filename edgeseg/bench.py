@@ -20,6 +20,8 @@ from edgeseg.fileio import write_bytes, write_json
 from edgeseg.runtime import Segmenter
 from edgeseg.sysinfo import TegrastatsSampler, environment, summary
 
+MIN_SIDE, MAX_SIDE = 16, 8192  # --img-size of the synthetic source picture (8192x8192x3 is 192 MiB)
+
 
 @dataclass
 class BenchResult:
@@ -44,7 +46,7 @@ def benchmark_models(
     models: list[str | Path],
     *,
     backend: str = "auto",
-    device: str = "cpu",
+    device: str | None = None,
     batch_size: int = 1,
     iters: int = 50,
     warmup: int = 10,
@@ -55,6 +57,10 @@ def benchmark_models(
 ) -> list[BenchResult]:
     if iters < 1 or warmup < 0:
         raise EdgesegError(f"--iters {iters} / --warmup {warmup}: need at least one timed iteration")
+    if batch_size < 1 or (threads is not None and threads < 1):
+        raise EdgesegError(f"--batch-size {batch_size} / --threads {threads}: give whole numbers of at least 1")
+    if img_size is not None and not all(MIN_SIDE <= side <= MAX_SIDE for side in img_size):
+        raise EdgesegError(f"--img-size {' '.join(map(str, img_size))}: give H W from {MIN_SIDE} to {MAX_SIDE}, e.g. 360 480")
     results = [
         _bench_one(Path(m), backend, device, batch_size, iters, warmup, threads, img_size, images, model_only)
         for m in models
@@ -83,7 +89,7 @@ def _bench_one(model, backend, device, batch_size, iters, warmup, threads, img_s
         watts = power.mean_power_w()
         fps = 1000 * batch_size / mean_ms
         return BenchResult(
-            model=str(model), backend=segmenter.backend.name, device=device,
+            model=str(model), backend=segmenter.backend.name, device=str(segmenter.backend.device),
             mode="model-only" if model_only else "end-to-end", batch_size=batch_size, threads=threads, iters=iters,
             latency_ms={"mean": mean_ms, **{f"p{q}": float(np.percentile(totals, q)) for q in (50, 90, 99)}},
             throughput_fps=fps, stages_ms={k: statistics.fmean(r[k] for r in stage_rows) for k in stage_rows[0]},
@@ -183,7 +189,7 @@ def run_bench(
     models: list[Path],
     *,
     backend: str = "auto",
-    device: str = "cpu",
+    device: str | None = None,
     batch_size: int = 1,
     iters: int = 50,
     warmup: int = 10,

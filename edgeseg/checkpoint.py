@@ -19,11 +19,12 @@ import torch
 from edgeseg import __version__
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import atomic_path
-from edgeseg.meta import SEED_PREPROCESS, ModelMeta, default_class_names, default_palette
+from edgeseg.meta import SEED_PREPROCESS, ModelMeta, default_class_names, default_palette, meta_from_dict
 from edgeseg.model import DeepLabV3Plus, build_model
 
 FORMAT = "edgeseg"
 FORMAT_VERSION = 1
+REWRITE_FIX = "write it again with `edgeseg train` or `edgeseg import-seed`"
 SEED_MARKER_KEYS = ("backbone.features.0.0.weight", "aspp.conv_cat.0.weight", "cls_conv.weight")
 
 
@@ -35,14 +36,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for truncated, foreign or unsafe files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise EdgesegError(
-            f"{path}: cannot be read as a PyTorch checkpoint ({first_line[:160]}); "
+            f"{path}: cannot be read as a PyTorch checkpoint ({_reason(err)}); "
             "pass a .pt written by `edgeseg train` or `edgeseg import-seed`"
         ) from None
     if not isinstance(data, dict):
         raise EdgesegError(f"{path}: holds a {type(data).__name__}, not a checkpoint dict; pass an edgeseg or seed .pt")
     return data
+
+
+def _reason(err: Exception) -> str:
+    """Why torch refused the file, in a few words, never cut mid-word."""
+    text = str(err).strip()
+    if "WeightsUnpickler error" in text:  # torch's long weights_only message: the detail follows this marker
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip()
+        if detail.startswith("Unsupported global"):
+            return "it holds Python objects that weights-only loading refuses to unpickle; nothing in it was run"
+        return "not a PyTorch file, or a damaged one"
+    first = text.splitlines()[0] if text else type(err).__name__
+    return first if len(first) <= 120 else first[:120].rsplit(" ", 1)[0] + " ..."
 
 
 def is_edgeseg_checkpoint(data: dict[str, Any]) -> bool:
@@ -64,19 +76,26 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[DeepLabV3Plus, Mo
             else "pass a .pt written by `edgeseg train` or `edgeseg import-seed`"
         )
         raise EdgesegError(f"{path}: not an edgeseg checkpoint; {hint}")
-    meta = ModelMeta.from_dict(data["meta"])
-    model = model_from_state_dict(data["model"], meta, source=path)
+    meta = meta_from_dict(data["meta"], path, REWRITE_FIX)
+    if not isinstance(data["model"], dict):
+        raise EdgesegError(f"{path}: its weights are a {type(data['model']).__name__}, not a state_dict; {REWRITE_FIX}")
+    model = model_from_state_dict(data["model"], meta, source=path, from_meta=True)
     return model.to(device).eval(), meta
 
 
-def model_from_state_dict(state: dict[str, torch.Tensor], meta: ModelMeta, source: Path) -> DeepLabV3Plus:
+def model_from_state_dict(
+    state: dict[str, torch.Tensor], meta: ModelMeta, source: Path, from_meta: bool = False
+) -> DeepLabV3Plus:
     model = build_model(meta.num_classes, meta.output_stride, meta.backbone)
-    check_state_dict(state, model, meta.num_classes, source)
+    check_state_dict(state, model, meta.num_classes, source, from_meta)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model
 
 
-def check_state_dict(state: dict[str, Any], model: DeepLabV3Plus, num_classes: int, source: Path) -> None:
+def check_state_dict(
+    state: dict[str, Any], model: DeepLabV3Plus, num_classes: int, source: Path, from_meta: bool = False
+) -> None:
+    """The weights fit the model; ``from_meta``: num_classes came from the file's own metadata."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -86,7 +105,14 @@ def check_state_dict(state: dict[str, Any], model: DeepLabV3Plus, num_classes: i
             f"{(missing or ['-'])[0]}; {len(unexpected)} unexpected, e.g. {(unexpected or ['-'])[0]}); "
             "pass a checkpoint of this architecture"
         )
+    not_tensors = [k for k in expected if not isinstance(state[k], torch.Tensor)]
+    if not_tensors:
+        raise EdgesegError(f"{source}: {not_tensors[0]} is not a tensor ({type(state[not_tensors[0]]).__name__}); "
+                           "pass a checkpoint of this architecture")  # fmt: skip
     found_classes = int(state["cls_conv.weight"].shape[0])
+    if found_classes != num_classes and from_meta:
+        raise EdgesegError(f"{source}: the classifier has {found_classes} classes but the metadata names "
+                           f"{num_classes} (num_classes, classes, palette); {REWRITE_FIX}")  # fmt: skip
     if found_classes != num_classes:
         raise EdgesegError(
             f"{source}: the classifier has {found_classes} classes but {num_classes} were asked for; "

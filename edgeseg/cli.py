@@ -6,14 +6,17 @@ Heavy modules (torch, the library stages) are imported inside each command so th
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import typer
 
 from edgeseg import __version__
 from edgeseg.errors import EdgesegError
+
+DEVICE_HELP = "cpu, cuda or cuda:N, tensorrt (ONNX Runtime's provider) (default: cuda for a TensorRT engine, else cpu)."
 
 app = typer.Typer(
     name="edgeseg",
@@ -41,36 +44,47 @@ def main(
 def train(
     data: str = typer.Option(..., "--data", help="Dataset: NAME:ROOT (camvid, voc, cityscapes), a .toml, or a folder with dataset.toml."),
     out: Path = typer.Option(..., "--out", help="Run folder for best.pt, last.pt, log.csv, curves.png."),
-    img_size: Tuple[int, int] = typer.Option((360, 480), "--img-size", help="Network input H W."),
-    crop_size: Optional[Tuple[int, int]] = typer.Option(None, "--crop-size", help="Training crop H W (default: --img-size)."),
-    epochs: int = typer.Option(100, "--epochs"),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    img_size: Tuple[int, int] = typer.Option((360, 480), "--img-size", min=32, max=4096, help="Network input H W."),
+    crop_size: Optional[Tuple[int, int]] = typer.Option(None, "--crop-size", min=32, max=4096, help="Training crop H W (default: --img-size)."),
+    epochs: int = typer.Option(100, "--epochs", min=1, max=100000),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, max=4096),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 0.01 SGD, 5e-4 AdamW)."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9, nesterov) or adamw."),
     output_stride: int = typer.Option(16, "--output-stride", help="8 or 16."),
     loss: str = typer.Option("ce", "--loss", help="ce, ce+dice or focal."),
-    class_weights: str = typer.Option("median-freq", "--class-weights", help="none or median-freq."),
+    class_weights: str = typer.Option("median-freq", "--class-weights", help="none, median-freq, sqrt-median-freq or log (ENet's 1/ln(1.02 + p))."),
+    train_split: str = typer.Option("train", "--train-split", help="Split to train on: a folder or a [splits] entry of the dataset TOML (e.g. camvid's train-heldout)."),
+    val_split: str = typer.Option("val", "--val-split", help="Split that picks best.pt; shares no frame with --train-split (camvid: heldout holds out drive 0006R0)."),
+    scale_range: Tuple[float, float] = typer.Option((0.5, 2.0), "--scale-range", help="Random scale MIN MAX of each training image."),
+    color_jitter: float = typer.Option(1.0, "--color-jitter", min=0.0, max=3.0, help="Strength of brightness, contrast, saturation and hue jitter; 0 turns it off."),
+    ema: float = typer.Option(0.0, "--ema", min=0.0, help="Decay of an exponential moving average of the weights (e.g. 0.999), validated and saved as best.pt; 0: off."),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing", min=0.0, help="Cross-entropy label smoothing, in [0, 1)."),
+    ohem: bool = typer.Option(False, "--ohem", help="Online hard example mining: cross-entropy over pixels with p < 0.7, at least the hardest 1/16."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA only)."),
-    workers: int = typer.Option(2, "--workers", help="Data-loader worker processes."),
+    workers: int = typer.Option(2, "--workers", min=0, max=256, help="Data-loader worker processes."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a run exactly from its last.pt."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights (checkpoint or ImageNet MobileNetV2 backbone)."),
-    seed: int = typer.Option(0, "--seed"),
-    val_every: int = typer.Option(1, "--val-every", help="Validate every N epochs (and after the last)."),
-    train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Use only the first N training images."),
-    val_limit: Optional[int] = typer.Option(None, "--val-limit", help="Validate on only the first N images."),
-    stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after this epoch; --resume continues."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    val_every: int = typer.Option(1, "--val-every", min=1, help="Validate every N epochs (and after the last)."),
+    train_limit: Optional[int] = typer.Option(None, "--train-limit", min=1, help="Use only the first N training images."),
+    val_limit: Optional[int] = typer.Option(None, "--val-limit", min=1, help="Validate on only the first N images."),
+    stop_after: Optional[int] = typer.Option(None, "--stop-after", min=1, help="Stop after this epoch; --resume continues."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Reuse a non-empty --out folder."),
 ) -> None:
     """Train MobileNetV2-DeepLabv3+ (single process, or under torchrun for DDP)."""
     from edgeseg.train import TrainConfig, train as run_training
 
+    if lr is not None and not 0 < lr <= 10:
+        raise EdgesegError(f"--lr {lr}: give a learning rate above 0 (and at most 10), e.g. 0.01")
     config = TrainConfig(
         data=data, out=str(out), img_size=img_size, crop_size=crop_size, epochs=epochs, batch_size=batch_size,
         lr=lr, optimizer=optimizer, output_stride=output_stride, loss=loss, class_weights=class_weights,
         device=device, amp=amp, workers=workers, resume=str(resume) if resume else None,
         init=str(init) if init else None, seed=seed, val_every=val_every, train_limit=train_limit,
-        val_limit=val_limit, stop_after=stop_after, exist_ok=exist_ok,
+        val_limit=val_limit, stop_after=stop_after, exist_ok=exist_ok, train_split=train_split,
+        val_split=val_split, scale_range=scale_range, color_jitter=color_jitter, ema=ema,
+        label_smoothing=label_smoothing, ohem=ohem,
     )  # fmt: skip
     best = run_training(config)
     typer.echo(f"best model: {best}")
@@ -80,22 +94,62 @@ def train(
 def eval_(
     model: Path = typer.Argument(..., help="Model file (.pt, .onnx, .engine)."),
     data: str = typer.Option(..., "--data", help="Dataset: NAME:ROOT, a .toml, or a folder with dataset.toml."),
-    split: str = typer.Option("val", "--split"),
+    split: str = typer.Option("val", "--split", help="Split, or several comma-separated (e.g. heldout,val): a table and a summary row each; --json and --plots then hold them by split."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write metrics as JSON here."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for the confusion-matrix and per-class IoU images (default: beside --json)."),
     backend: str = typer.Option("auto", "--backend"),
-    device: str = typer.Option("cpu", "--device"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="Compare with this reference model (e.g. the .pt it came from): deltas, agreement, worst images."),
-    worst: int = typer.Option(4, "--worst", help="With --reference: save this many most-different images side by side."),
+    worst: int = typer.Option(4, "--worst", min=0, max=1000, help="With --reference: save this many most-different images side by side."),
 ) -> None:
     """Score a model on a labelled split: mIoU, per-class IoU, pixel and mean accuracy."""
     from edgeseg.commands import run_eval, run_fidelity
 
-    if reference is not None:
+    _check_output(json_path, "--json")
+    _check_output(plots, "--plots", folder=True)
+
+    splits = _split(split) or ()
+    if len(splits) > 1 and reference is not None:
+        raise EdgesegError(f"--split {split}: --reference compares on one split; run it once per split")
+    if len(splits) > 1:
+        _eval_splits(model, data, splits, json_path, plots, backend, device, limit)
+    elif reference is not None:
         run_fidelity(model, reference, data, split, json_path, backend, device, limit, worst)
     else:
         run_eval(model, data, split, json_path, plots, backend, device, limit)
+
+
+def _eval_splits(model: Path, data: str, splits: Tuple[str, ...], json_path: Optional[Path], plots: Optional[Path],
+                 backend: str, device: str, limit: Optional[int]) -> None:  # fmt: skip
+    """``eval --split a,b``: each split's table, then a summary row per split; --json holds the reports by split."""
+    from edgeseg.commands import run_eval
+    from edgeseg.data import SegmentationData, resolve_dataset
+    from edgeseg.fileio import write_json
+
+    if len(set(splits)) < len(splits):
+        raise EdgesegError(f"--split {','.join(splits)}: names a split twice; list each once")
+    spec = resolve_dataset(data)
+    for name in splits:
+        SegmentationData(spec, name, check=False)  # an unknown or empty split fails here, before any model runs
+    plot_root = plots or (json_path.parent if json_path is not None else None)
+    reports = {}
+    for name in splits:
+        folder = None if plot_root is None else Path(plot_root) / name
+        reports[name] = run_eval(model, data, name, None, folder, backend, device, limit)
+        typer.echo("")
+    width = max(len("split"), *(len(name) for name in splits))
+    typer.echo(f"{'split':<{width}}  {'images':>6}  {'mIoU %':>7}  {'pixel acc %':>11}  {'mean acc %':>10}")
+    for name, report in reports.items():
+        scores = [_percent(report[key]) for key in ("miou", "pixel_accuracy", "mean_accuracy")]
+        typer.echo(f"{name:<{width}}  {report['num_images']:>6}  {scores[0]:>7}  {scores[1]:>11}  {scores[2]:>10}")
+    if json_path is not None:
+        write_json(json_path, {"model": str(model), "dataset": spec.name, "splits": reports})
+        typer.echo(f"metrics: {json_path}")
+
+
+def _percent(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
 
 
 @app.command()
@@ -103,9 +157,9 @@ def predict(
     model: Path = typer.Argument(..., help="Model file (.pt, .onnx, .engine)."),
     source: str = typer.Argument(..., help="An image, a folder of images, or a glob."),
     out: Path = typer.Option(..., "--out", help="Folder for <stem>.png (class ids) and <stem>_overlay.jpg."),
-    alpha: float = typer.Option(0.5, "--alpha", help="Overlay opacity."),
+    alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity."),
     backend: str = typer.Option("auto", "--backend"),
-    device: str = typer.Option("cpu", "--device"),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into a non-empty --out folder."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Also write <stem>_side.jpg: the image beside its colour mask."),
 ) -> None:
@@ -118,14 +172,16 @@ def predict(
 @app.command("import-seed")
 def import_seed(
     checkpoint: Path = typer.Argument(..., help="A bubbliiiing/deeplabv3-plus-pytorch MobileNetV2 .pth."),
-    num_classes: int = typer.Option(..., "--num-classes", help="Classes the seed model was trained with."),
+    num_classes: int = typer.Option(..., "--num-classes", min=1, max=255, help="Classes the seed model was trained with."),
     out: Path = typer.Option(..., "--out", help="Where to write the edgeseg .pt."),
     data: Optional[str] = typer.Option(None, "--data", help="Take class names, palette and ignore index from this dataset."),
-    img_size: Tuple[int, int] = typer.Option((512, 512), "--img-size", help="Input H W (the seed trains at 512 512)."),
+    img_size: Tuple[int, int] = typer.Option((512, 512), "--img-size", min=32, max=4096, help="Input H W (the seed trains at 512 512)."),
     output_stride: int = typer.Option(16, "--output-stride"),
 ) -> None:
     """Wrap a seed-repository state_dict with its conventions (RGB, x/255, letterbox grey)."""
     from edgeseg.commands import run_import_seed
+
+    _check_output(out, "--out")
 
     run_import_seed(checkpoint, num_classes, out, data, img_size, output_stride)
 
@@ -135,31 +191,33 @@ def export_(
     model: Path = typer.Argument(..., help="Checkpoint (.pt) to export."),
     out: Path = typer.Option(..., "--out", help="Folder for the ONNX models, calibration files, engines and reports."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Target profile: a name in export/ (e.g. jetson-orin-nano-int8) or a .toml file; flags override it."),
-    img_size: Optional[Tuple[int, int]] = typer.Option(None, "--img-size", help="Input H W (default: the checkpoint's)."),
-    batch: Optional[int] = typer.Option(None, "--batch", help="Fixed batch size (default 1)."),
-    dynamic_batch: Optional[int] = typer.Option(None, "--dynamic-batch", help="Dynamic batch axis up to MAX."),
+    img_size: Optional[Tuple[int, int]] = typer.Option(None, "--img-size", min=32, max=4096, help="Input H W (default: the checkpoint's)."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, max=1024, help="Fixed batch size (default 1)."),
+    dynamic_batch: Optional[int] = typer.Option(None, "--dynamic-batch", min=1, max=1024, help="Dynamic batch axis up to MAX."),
     argmax: Optional[bool] = typer.Option(None, "--argmax/--logits", help="Output uint8 labels (N,H,W) computed in the graph, or logits."),
-    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default 17)."),
+    opset: Optional[int] = typer.Option(None, "--opset", min=11, max=20, help="ONNX opset, 11 to 20 (default 17)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="Comma-separated: fp32, fp16, int8 (default fp32)."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration images: a manifest from `edgeseg calib-data`, or a folder or glob of images."),
     calib_method: Optional[str] = typer.Option(None, "--calib-method", help="percentile (default), entropy or minmax."),
-    percentile: Optional[float] = typer.Option(None, "--percentile", help="Percentile of |x| kept by --calib-method percentile (default 99.99)."),
-    calib_images: Optional[int] = typer.Option(None, "--calib-images", help="Calibrate on the first N images of --calib (default 64)."),
+    percentile: Optional[float] = typer.Option(None, "--percentile", min=0.0, max=100.0, help="Percentile of |x| kept by --calib-method percentile (default 99.99)."),
+    calib_images: Optional[int] = typer.Option(None, "--calib-images", min=1, help="Calibrate on the first N images of --calib (default 64)."),
     keep_fp: Optional[str] = typer.Option(None, "--keep-fp", help="Comma-separated node names or op types kept in floating point."),
-    max_miou_drop: Optional[float] = typer.Option(None, "--max-miou-drop", help="Keep the most INT8-sensitive layers in float until INT8 is within D mIoU points of FP32 (on training images)."),
+    max_miou_drop: Optional[float] = typer.Option(None, "--max-miou-drop", min=0.0, max=100.0, help="Keep the most INT8-sensitive layers in float until INT8 is within D mIoU points of FP32 (on training images)."),
     engine: Optional[bool] = typer.Option(None, "--engine/--no-engine", help="Also build TensorRT engines (needs the trt extra and a GPU)."),
     int8_source: Optional[str] = typer.Option(None, "--int8-source", help="INT8 engine from the Q/DQ ONNX (qdq), the calibration cache (cache), or the ranges set on the network (ranges)."),
     trt_version: Optional[str] = typer.Option(None, "--trt-version", help="TensorRT version of the target, for the calibration cache header (default 10.3.0)."),
-    workspace: Optional[int] = typer.Option(None, "--workspace", help="TensorRT workspace limit in MiB (default 1024)."),
-    dla_core: Optional[int] = typer.Option(None, "--dla-core", help="Build for this DLA core, with GPU fallback."),
+    workspace: Optional[int] = typer.Option(None, "--workspace", min=1, help="TensorRT workspace limit in MiB (default 1024)."),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", min=0, help="Build for this DLA core, with GPU fallback."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, reused across builds."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Parity and fidelity proofs against PyTorch (needs --data)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset whose val images the proofs use."),
-    num_verify: int = typer.Option(20, "--num-verify", help="Images in the FP32 parity proof."),
-    fidelity_images: Optional[int] = typer.Option(None, "--fidelity-images", help="Images of the val split in the FP16/INT8 fidelity report (default all)."),
+    num_verify: int = typer.Option(20, "--num-verify", min=1, help="Images in the FP32 parity proof."),
+    fidelity_images: Optional[int] = typer.Option(None, "--fidelity-images", min=1, help="Images of the val split in the FP16/INT8 fidelity report (default all)."),
+    verify_images: int = typer.Option(16, "--verify-images", help="Val images in the bundle's verify/ set, with the PyTorch reference's labels (for `edgeseg verify`)."),
+    verify_threshold: Optional[List[str]] = typer.Option(None, "--verify-threshold", help="PRECISION=FRACTION: the pixel agreement `edgeseg verify` requires (defaults fp32=0.9999, fp16=0.999, int8=0.98); repeat for several."),
     allow_parity_failure: bool = typer.Option(False, "--allow-parity-failure", help="Keep the export even if parity fails."),
     name: str = typer.Option("model", "--name", help="File name stem."),
-    exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into a non-empty --out folder."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an earlier export in --out, whole: none of its files stay."),
 ) -> None:
     """Export a checkpoint to ONNX (FP32, FP16, INT8) and TensorRT, proving each matches PyTorch."""
     from edgeseg.export import ExportOptions, export_model
@@ -175,12 +233,54 @@ def export_(
     settings = load_profile(profile) if profile else {}
     settings.update({key: value for key, value in flags.items() if value is not None})
     for key in ("precisions", "keep_fp", "img_size"):
-        if key in settings:
+        if isinstance(settings.get(key), (list, tuple)):  # other types stay as given: export names the bad value
             settings[key] = tuple(settings[key])
     options = ExportOptions(**settings, verify=verify, data=data, num_verify=num_verify,
-                            allow_parity_failure=allow_parity_failure, name=name, exist_ok=exist_ok)  # fmt: skip
+                            allow_parity_failure=allow_parity_failure, name=name, exist_ok=exist_ok,
+                            verify_images=verify_images, verify_thresholds=tuple(verify_threshold or ()))  # fmt: skip
     result = export_model(model, out, options)
     typer.echo(f"exported to {out}: " + ", ".join(p.name for p in result.files.values()))
+
+
+@app.command("build")
+def build_(
+    bundle: Path = typer.Argument(..., help="The export bundle (the --out folder of `edgeseg export`), or one .onnx model."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Comma-separated: fp16, int8, fp32 (default: the bundle's build precisions)."),
+    int8_source: Optional[str] = typer.Option(None, "--int8-source", help="INT8 from the Q/DQ model (qdq, default), the calibration cache (cache) or the calibrated ranges (ranges); cache and ranges need TensorRT < 11."),
+    workspace: Optional[int] = typer.Option(None, "--workspace", min=1, help="Builder scratch memory in MiB (default: the bundle's, else 1024)."),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", min=0, help="Build for this DLA core, with GPU fallback (Jetson Xavier / AGX Orin)."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, read and updated (rebuilds get faster)."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, max=1024, help="Fixed batch size."),
+    dynamic_batch: Optional[int] = typer.Option(None, "--dynamic-batch", min=1, max=1024, help="Dynamic batch up to MAX (the ONNX needs a dynamic batch axis)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the engines (default: beside the ONNX)."),
+    device: Optional[str] = typer.Option(None, "--device", help="The GPU to build on: cuda or cuda:N (default cuda:0)."),
+) -> None:
+    """Build TensorRT engines on this device from a bundle's ONNX models, with a manifest each (needs TensorRT, pycuda)."""
+    from edgeseg.build import build_bundle
+    from edgeseg.runtime.backends.tensorrt_backend import gpu_index
+
+    engines = build_bundle(bundle, _split(precision), int8_source, workspace, dla_core, timing_cache, batch,
+                           dynamic_batch, out, device_index=gpu_index(device))  # fmt: skip
+    typer.echo("built: " + ", ".join(str(p) for p in engines))
+
+
+@app.command("verify")
+def verify_(
+    model: Path = typer.Argument(..., help="Model file (.onnx, .engine, .pt) to check against the bundle's PyTorch reference labels."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="The export bundle (the --out folder of `edgeseg export`; default: the model's folder)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Required share of pixels equal to the reference (default: the bundle's threshold for the model's precision)."),
+    backend: str = typer.Option("auto", "--backend"),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend."),
+) -> None:
+    """Check a deployed model against the PyTorch reference labels in its bundle; exit 1 below the threshold."""
+    from edgeseg.verify import failure_line, run_verify
+
+    report = run_verify(model, bundle, json_path, min_agreement, backend, device, threads)
+    if not report.passed:
+        typer.echo(failure_line(report), err=True)
+        raise typer.Exit(1)
 
 
 @app.command("calib-data")
@@ -188,10 +288,12 @@ def calib_data(
     data: str = typer.Option(..., "--data", help="Dataset: NAME:ROOT, a .toml, or a folder with dataset.toml."),
     out: Path = typer.Option(..., "--out", help="Folder for manifest.json (e.g. calib_data/camvid-train-256)."),
     split: str = typer.Option("train", "--split", help="Split to choose from; never the one you evaluate on."),
-    n: int = typer.Option(256, "--n", help="Images to choose."),
+    n: int = typer.Option(256, "--n", min=1, help="Images to choose."),
 ) -> None:
     """Choose calibration images covering rare classes; write a manifest (paths and sha256)."""
     from edgeseg.calibration import make_calibration_manifest
+
+    _check_output(out, "--out", folder=out.suffix != ".json")
 
     path = make_calibration_manifest(data, split, n, out)
     typer.echo(f"calibration manifest: {path}")
@@ -201,12 +303,12 @@ def calib_data(
 def bench(
     models: List[Path] = typer.Argument(..., help="Models to compare (.pt, .onnx, .engine); ratios are to the first."),
     backend: str = typer.Option("auto", "--backend"),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or tensorrt (ONNX Runtime providers), cuda for .pt/.engine."),
-    batch_size: int = typer.Option(1, "--batch-size"),
-    iters: int = typer.Option(50, "--iters", help="Timed batches per model."),
-    warmup: int = typer.Option(10, "--warmup", help="Untimed batches first."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend (default: the library's)."),
-    img_size: Optional[Tuple[int, int]] = typer.Option(None, "--img-size", help="Source image H W (default: the model's input size)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or tensorrt (ONNX Runtime providers), cuda for .pt/.engine (default: cuda when every model is an engine, else cpu)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, max=1024),
+    iters: int = typer.Option(50, "--iters", min=1, help="Timed batches per model."),
+    warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed batches first."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=1024, help="CPU threads for the backend (default: the library's)."),
+    img_size: Optional[Tuple[int, int]] = typer.Option(None, "--img-size", min=16, max=8192, help="Source image H W (default: the model's input size)."),
     data: Optional[str] = typer.Option(None, "--data", help="Use real val images of this dataset instead of a synthetic one."),
     model_only: bool = typer.Option(False, "--model-only", help="Time the backend alone, on a prepared input."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Results JSON (default benchmarks/results/bench-<time>.json)."),
@@ -214,6 +316,9 @@ def bench(
 ) -> None:
     """Latency (mean, p50, p90, p99), throughput, per-stage times and peak memory, side by side."""
     from edgeseg.bench import run_bench
+
+    _check_output(json_path, "--json")
+    _check_output(markdown, "--markdown")
 
     run_bench(models, backend=backend, device=device, batch_size=batch_size, iters=iters, warmup=warmup,
               threads=threads, img_size=img_size, data=data, model_only=model_only, json_path=json_path,
@@ -241,34 +346,144 @@ def run_(
     reconnect: int = typer.Option(5, "--reconnect", help="Attempts to reopen a live source that drops."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the run's statistics here."),
     backend: str = typer.Option("auto", "--backend"),
-    device: str = typer.Option("cpu", "--device"),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an existing --out video when the new one is finished; delete an --out folder's old frame_*.png first."),
 ) -> None:
-    """Live segmentation of a camera, file, folder or stream into a window, video files or folders."""
-    from edgeseg.video import run_video
+    """Live segmentation of a camera, file, folder or stream into a window, video files or folders.
+
+    SIGINT, SIGTERM and SIGHUP end it like q: every recording is closed under its final name.
+    Exit code: 0 at the end of the input, on q or --max-frames; 130 SIGINT, 143 SIGTERM, 129 SIGHUP;
+    2 for an error (a write failure included: then no file is left under the output's name).
+    """
+    from edgeseg.video import exit_code, run_video
 
     if (camera is None) == (source is None):
         raise EdgesegError("edgeseg run: pass exactly one of --camera N or --source URI")
     sinks = list(out or [])
     if show or (show is None and not sinks):
         sinks.append("display://")
-    run_video(model, str(camera) if camera is not None else source, sinks, backend=backend, device=device,
-              threads=threads, mode=mode, alpha=alpha, legend=legend, hud=hud, ignore_classes=ignore_class or (),
-              realtime=realtime, loop=loop, width=width, height=height, fps=fps, max_frames=max_frames,
-              reconnect_attempts=reconnect, stats_json=json_path)  # fmt: skip
+    report = run_video(model, str(camera) if camera is not None else source, sinks, backend=backend, device=device,
+                       threads=threads, mode=mode, alpha=alpha, legend=legend, hud=hud, ignore_classes=ignore_class or (),
+                       realtime=realtime, loop=loop, width=width, height=height, fps=fps, max_frames=max_frames,
+                       reconnect_attempts=reconnect, stats_json=json_path, exist_ok=exist_ok)  # fmt: skip
+    code = exit_code(report)
+    if code and code != 130:  # 130 (SIGINT): the entry point says "interrupted" itself
+        typer.echo(f"interrupted ({report['stopped_by']})", err=True)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def doctor(
+    for_: Optional[str] = typer.Option(None, "--for", help="Exit 1 unless this machine can run it: trt, ort, cpu or camera (comma-separated)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write every fact found here as JSON."),
+) -> None:
+    """What this machine can run: Python, numpy, OpenCV, ONNX Runtime, TensorRT, GPU, DLA, Jetson, cameras."""
+    from edgeseg.doctor import run_doctor
+
+    code = run_doctor(for_, json_path)
+    if code:
+        raise typer.Exit(code)
+
+
+def _check_output(path: Optional[Path], flag: str, folder: bool = False) -> None:
+    """Refuse an output that cannot be written before the work that fills it, not after."""
+    if path is None:
+        return
+    if folder and path.exists() and not path.is_dir():
+        raise EdgesegError(f"{flag} {path}: is a file; pass a folder")
+    if not folder and path.is_dir():
+        raise EdgesegError(f"{flag} {path}: is a folder; give a file name, e.g. {path / 'results.json'}")
+    start = path.absolute() if folder else path.absolute().parent
+    existing = next(p for p in (start, *start.parents) if p.exists())
+    if not existing.is_dir():
+        raise EdgesegError(f"{flag} {path}: {existing} is a file, not a folder; choose another path")
+    try:
+        os.close(os.open(existing / f".edgeseg-probe-{os.getpid()}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.unlink(existing / f".edgeseg-probe-{os.getpid()}")
+    except OSError as err:
+        raise EdgesegError(f"{flag} {path}: cannot write in {existing} ({err.strerror}); choose a writable place") from None
 
 
 def _split(value: Optional[str]) -> Optional[Tuple[str, ...]]:
     return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _main() -> None:
+    """``app`` outside click's standalone mode, so that edgeseg decides what the user sees.
+
+    Standalone, typer turns Ctrl-C into a silent exit 130 (older click: "Aborted!", exit 1)
+    before ``run`` can say so, and prints usage errors as a multi-line panel.
+    """
+    click_error: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort as err:
+        if isinstance(err.__cause__ or err.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click_error as err:  # bad or missing options and arguments: one line, like edgeseg's own errors
+        context = getattr(err, "ctx", None)
+        if type(err).__name__ == "NoArgsIsHelpError":
+            err.show()  # the help text, as click shows it
+        else:
+            message = " ".join((_given(err) or err.format_message()).split()).rstrip(".")
+            where = f"; see '{context.command_path} --help'" if context is not None else ""
+            typer.echo(f"error: {message}{where}", err=True)
+        sys.exit(err.exit_code)
+    if code == 130:  # typer's own answer to KeyboardInterrupt; no edgeseg command exits 130 itself
+        raise KeyboardInterrupt
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _given(err: Any) -> Optional[str]:
+    """"--iters 0: <what is wrong>" for a bad option value, in edgeseg's style (click's range
+    messages leave the value out); None when the option is not found as typed."""
+    param, args = getattr(err, "param", None), sys.argv[1:]
+    if param is None or not getattr(err, "message", ""):
+        return None
+    for opt in getattr(param, "opts", ()):
+        for index, arg in enumerate(args):
+            if arg == opt:
+                value = " ".join(args[index + 1 : index + 1 + max(1, param.nargs)])
+            elif arg.startswith(opt + "="):
+                value = arg.split("=", 1)[1]
+            else:
+                continue
+            return f"{opt} {value}: {err.message}" if opt.startswith("-") else None
+    return None
+
+
 def run() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app()
+        _main()
     except EdgesegError as err:
         typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as err:
+        hint = _missing_module_hint((err.name or "").split(".")[0])
+        if hint is None:
+            raise
+        typer.echo(f"error: {hint}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+
+
+def _missing_module_hint(module: str) -> Optional[str]:
+    """The one-line fix for an optional module that is missing at first use; None for any other module."""
+    if module == "cv2":
+        return ("OpenCV (cv2) is not installed; pip install 'edgeseg[opencv]' — on a Jetson use JetPack's own "
+                "OpenCV: make the venv with --system-site-packages")  # fmt: skip
+    if module in ("torch", "onnx", "onnxslim", "matplotlib"):
+        hint = f"{module} is not installed; training, export and .pt models need it: pip install 'edgeseg[train]'"
+        if sys.version_info < (3, 9):  # PyTorch 2.5 and newer need Python 3.9
+            hint += f" (Python {sys.version_info[0]}.{sys.version_info[1]} gets PyTorch 2.4 at most; on a Jetson, NVIDIA's wheel for your JetPack)"
+        return hint
+    if module == "tomli":
+        return "tomli is not installed; Python before 3.11 reads TOML with it: pip install 'tomli>=1.1'"
+    return None

@@ -15,7 +15,7 @@ def run_eval(
     json_path: Path | None,
     plots: Path | None,
     backend: str = "auto",
-    device: str = "cpu",
+    device: str | None = None,
     limit: int | None = None,
 ) -> dict:
     from edgeseg.data import SegmentationData, resolve_dataset
@@ -45,7 +45,7 @@ def run_fidelity(
     split: str,
     json_path: Path | None,
     backend: str = "auto",
-    device: str = "cpu",
+    device: str | None = None,
     limit: int | None = None,
     worst: int = 4,
 ) -> dict:
@@ -91,7 +91,7 @@ def run_predict(
     out: Path,
     alpha: float = 0.5,
     backend: str = "auto",
-    device: str = "cpu",
+    device: str | None = None,
     exist_ok: bool = False,
     side_by_side: bool = False,
 ) -> list[Path]:

@@ -28,9 +28,11 @@ def manifest_path(engine_path: str | Path) -> Path:
 
 
 # --- system facts -----------------------------------------------------------------------
-def system_facts(tegra_release: Path = TEGRA_RELEASE, board_path: Path = BOARD_MODEL) -> dict[str, Any]:
-    """TensorRT version, GPU, CUDA and Jetson release of this machine; None for what is not there."""
-    gpu = _gpu_from_pycuda() or _gpu_from_nvidia_smi() or {}
+def system_facts(
+    tegra_release: Path = TEGRA_RELEASE, board_path: Path = BOARD_MODEL, device_index: int = 0
+) -> dict[str, Any]:
+    """TensorRT version, GPU ``device_index`` (cuda:N), CUDA and Jetson release of this machine; None for what is not there."""
+    gpu = _gpu_from_pycuda(device_index) or _gpu_from_nvidia_smi(device_index) or {}
     l4t = l4t_release(tegra_release)
     return {
         "tensorrt_version": _tensorrt_version(),
@@ -44,33 +46,26 @@ def system_facts(tegra_release: Path = TEGRA_RELEASE, board_path: Path = BOARD_M
 
 
 def _tensorrt_version() -> str | None:
+    from edgeseg.runtime.trt.support import tensorrt_version
+
+    return tensorrt_version()
+
+
+def _gpu_from_pycuda(device_index: int) -> dict[str, Any] | None:
     try:
-        import tensorrt as trt
-    except Exception:  # a broken install (missing libnvinfer) raises OSError, not ImportError
-        return None
-    return str(trt.__version__)
+        from edgeseg.runtime.trt.cuda import gpu_facts
 
-
-def _gpu_from_pycuda() -> dict[str, Any] | None:
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        if cuda.Device.count() == 0:
-            return None
-        device = cuda.Device(0)
-        major, minor = device.compute_capability()
-        cuda_version = ".".join(str(part) for part in cuda.get_version()[:2])
-        return {"gpu_name": device.name(), "compute_capability": f"{major}.{minor}", "cuda_version": cuda_version}
-    except Exception:  # pycuda absent, or present without a driver or GPU
+        return gpu_facts(device_index)
+    except Exception:  # pycuda absent, or present without a driver or that GPU
         return None
 
 
-def _gpu_from_nvidia_smi() -> dict[str, Any] | None:
+def _gpu_from_nvidia_smi(device_index: int) -> dict[str, Any] | None:
     query = run_command(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"])
-    if not query:
+    lines = query.splitlines() if query else []
+    if not 0 <= device_index < len(lines):
         return None
-    name, _, capability = query.splitlines()[0].rpartition(",")
+    name, _, capability = lines[device_index].rpartition(",")
     header = re.search(r"CUDA Version:\s*([\d.]+)", run_command(["nvidia-smi"]) or "")
     return {"gpu_name": name.strip(), "compute_capability": capability.strip() or None,
             "cuda_version": header.group(1) if header else None}  # fmt: skip
@@ -136,25 +131,29 @@ def manifest_mismatches(manifest: dict[str, Any], facts: dict[str, Any]) -> list
     return problems
 
 
-def check_engine_manifest(engine_path: str | Path, facts: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The engine's manifest, or a one-line EdgesegError when it is missing or made for another system."""
+def check_engine_manifest(
+    engine_path: str | Path, facts: dict[str, Any] | None = None, device_index: int = 0
+) -> dict[str, Any]:
+    """The engine's manifest, or a one-line EdgesegError when it is missing or made for another system.
+
+    ``facts`` defaults to this machine's, for GPU ``device_index`` (the N of ``--device cuda:N``)."""
     engine_path = Path(engine_path)
     if not engine_path.is_file():
-        raise EdgesegError(f"{engine_path}: no such engine file; build one with `edgeseg export MODEL --engine`")
+        raise EdgesegError(f"{engine_path}: no such engine file; build one with `edgeseg build BUNDLE`")
     path = manifest_path(engine_path)
     if not path.is_file():
         raise EdgesegError(
-            f"{engine_path}: no manifest {path.name} beside it; rebuild with `edgeseg export --engine`"
+            f"{engine_path}: no manifest {path.name} beside it; rebuild it with `edgeseg build BUNDLE`"
         )
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise EdgesegError(f"{path}: unreadable engine manifest ({err}); rebuild with `edgeseg export --engine`") from None
-    facts = system_facts() if facts is None else facts
+        raise EdgesegError(f"{path}: unreadable engine manifest ({err}); rebuild it with `edgeseg build BUNDLE`") from None
+    facts = system_facts(device_index=device_index) if facts is None else facts
     if manifest_mismatches(manifest, facts):
         raise EdgesegError(
             f"{engine_path.name} was built for {_describe(manifest)}; this system has {_describe(facts)}; "
-            "rebuild it here with `edgeseg export MODEL --engine`"
+            "rebuild it here with `edgeseg build BUNDLE`"
         )
     return manifest
 

@@ -7,7 +7,9 @@
   <name>.calib.cache     TensorRT calibration cache for implicit INT8; <name>.calib.json the ranges
   <name>.<p>.engine      TensorRT engines with a .json manifest (--engine)
   fidelity.json          FP16/INT8 against PyTorch on the evaluation split
-  export.json            what was made, from what, with which settings, and how long it took
+  verify/                val images and the PyTorch reference's labels, for `edgeseg verify` (edgeseg/bundle.py)
+  export.json            the bundle manifest: what was made, from what, sha256s, what runs each file,
+                         verify thresholds, build defaults, settings and timings
 
 Everything is written into a hidden folder beside DIR and moved in only when every step
 succeeded, so a failed or interrupted export leaves nothing partial in DIR.
@@ -15,6 +17,10 @@ succeeded, so a failed or interrupted export leaves nothing partial in DIR.
 
 from __future__ import annotations
 
+import fcntl
+import glob
+import os
+import secrets
 import shutil
 import time
 import warnings
@@ -25,15 +31,16 @@ from typing import Any
 import torch
 
 from edgeseg import __version__
+from edgeseg.build import INT8_SOURCES
+from edgeseg.bundle import BUNDLE_FORMAT, default_thresholds, file_requirements
 from edgeseg.checkpoint import load_model
-from edgeseg.fileio import prepare_output_dir
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import file_sha256, write_json
 from edgeseg.meta import ModelMeta
 from edgeseg.onnx_meta import meta_properties, write_meta
+from edgeseg.quantize import DEFAULT_METHOD, DEFAULT_PERCENTILE
 
 PRECISIONS = ("fp32", "fp16", "int8")
-INT8_SOURCES = ("qdq", "cache", "ranges")
 DEFAULT_TRT_VERSION = "10.3.0"  # JetPack 6.1/6.2
 
 
@@ -47,8 +54,8 @@ class ExportOptions:
     opset: int = 17
     precisions: tuple[str, ...] = ("fp32",)
     calib: str | None = None
-    calib_method: str = "percentile"
-    percentile: float = 99.99
+    calib_method: str = DEFAULT_METHOD
+    percentile: float = DEFAULT_PERCENTILE
     calib_images: int | None = 64
     keep_fp: tuple[str, ...] = ()
     max_miou_drop: float | None = None
@@ -62,6 +69,8 @@ class ExportOptions:
     data: str | None = None
     num_verify: int = 20
     fidelity_images: int | None = None
+    verify_images: int = 16  # the bundle's verify/ set: val images with the PyTorch reference's labels
+    verify_thresholds: tuple[str, ...] = ()  # PRECISION=FRACTION: minimum agreement `edgeseg verify` applies
     allow_parity_failure: bool = False
     exist_ok: bool = False
 
@@ -95,26 +104,44 @@ def export_onnx(checkpoint: Path, out_dir: Path, **options: Any) -> ExportResult
 
 
 def export_model(checkpoint: Path, out_dir: Path, opts: ExportOptions) -> ExportResult:
+    """Build everything in a staging folder of this process beside ``out_dir``, then move it in whole.
+
+    A lock beside ``out_dir`` lets one export at a time write there. With ``exist_ok`` an
+    earlier export in ``out_dir`` is swapped out in one rename (never mixed with the new files).
+    """
     _check_options(opts)
+    out_dir = Path(os.path.abspath(out_dir))  # "out/." or "a/../b": the lock and staging go beside the real name
+    _check_out(out_dir, opts.exist_ok)
     model, meta = load_model(checkpoint)
     meta = replace(meta, input_size=_input_size(opts.img_size or meta.input_size))
     calib_set = _calibration_set(opts)
-    if opts.engine:
-        from edgeseg.build import require_tensorrt
+    if opts.engine:  # TensorRT here and every engine buildable by it, before the long export
+        from edgeseg.build import plan_build, require_tensorrt
 
-        installed = ".".join(str(require_tensorrt("--engine").__version__).split(".")[:3])
-        opts.trt_version = opts.trt_version or installed
+        installed = require_tensorrt("--engine")
+        for precision in _engine_precisions(opts):
+            plan_build(installed, precision, opts.int8_source)
+        opts.trt_version = opts.trt_version or ".".join(installed.split(".")[:3])
     opts.trt_version = opts.trt_version or DEFAULT_TRT_VERSION
-    prepare_output_dir(out_dir, opts.exist_ok, flag="--out")
-    staging = out_dir.parent / f".{out_dir.name}.export-partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    created = _make_parents(out_dir)
     try:
-        run = _Export(checkpoint, model, meta, opts, staging, calib_set)
-        result = run.all_steps()
-        return _publish(staging, out_dir, result)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with _ExportLock(out_dir):
+            _remove_stale(out_dir)
+            _check_out(out_dir, opts.exist_ok)  # again: the folder may have changed while we waited
+            staging = out_dir.parent / f".{out_dir.name}{_STAGING}{os.getpid()}-{secrets.token_hex(4)}"
+            staging.mkdir()
+            try:
+                result = _Export(checkpoint, model, meta, opts, staging, calib_set).all_steps()
+                published = _publish(staging, out_dir, result)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            if opts.engine:  # export --engine = export, then `edgeseg build` on the bundle just published
+                published.files.update(_build_engines(out_dir, opts))
+            return published
+    except BaseException:
+        for folder in created:  # deepest first; only the ones this export made, and only if still empty
+            _rmdir_if_empty(folder)
+        raise
 
 
 class _Export:
@@ -128,6 +155,8 @@ class _Export:
         self.files: dict[str, Path] = {}
         self.seconds: dict[str, float] = {}
         self.report: dict[str, Any] = {}
+        self.reference = None  # the fidelity step's PyTorch predictions, reused for the verify set
+        self.verify_entry: dict[str, Any] | None = None
 
     def path(self, suffix: str) -> Path:
         return self.staging / f"{self.opts.name}.{suffix}"
@@ -135,14 +164,18 @@ class _Export:
     def all_steps(self) -> ExportResult:
         start = time.perf_counter()
         fp32 = self._timed("fp32", self.fp32)
+        if "int8" in self.opts.precisions:  # --keep-fp names need the graph: check them now, not after calibrating
+            from edgeseg.quantize import resolve_nodes
+
+            resolve_nodes(fp32, self.opts.keep_fp)
         parity = self._timed("parity", self.parity, fp32) if self.opts.verify else None
         if "fp16" in self.opts.precisions:
             self._timed("fp16", self.fp16, fp32)
         if "int8" in self.opts.precisions:
             self._timed("int8", self.int8, fp32)
         fidelity = self._timed("fidelity", self.fidelity) if self.opts.verify and len(self.files) > 1 else None
-        if self.opts.engine:
-            self._timed("engines", self.engines)
+        if self.opts.verify:
+            self._timed("verify_set", self.verify_set)
         self.seconds["total"] = time.perf_counter() - start
         self.write_manifest(parity, fidelity)
         return ExportResult(fp32, self.staging / "parity.json" if parity else None, parity, dict(self.files), fidelity)
@@ -221,6 +254,7 @@ class _Export:
         data = SegmentationData(resolve_dataset(self.opts.data), "val")
         reference = reference_predictions(Segmenter(TorchBackend(self.model, self.meta, "cpu")), data,
                                           "PyTorch (checkpoint)", self.opts.fidelity_images)  # fmt: skip
+        self.reference = reference
         results = []
         for key in ("fp32", "fp16", "int8_qdq", "int8"):
             if key in self.files:
@@ -232,25 +266,31 @@ class _Export:
         self.files["fidelity"] = self.staging / "fidelity.json"
         return reports
 
-    def engines(self) -> None:
-        from edgeseg.build import build_engine
+    def verify_set(self) -> None:
+        """verify/: val images evenly spaced over the split, with the PyTorch reference's labels at their size."""
+        import cv2
 
-        extra = {"calibration_manifest_sha256": self.calib_set.manifest_sha256 if self.calib_set else None}
-        timing_cache = Path(self.opts.timing_cache) if self.opts.timing_cache else None
-        batch_range = (1, max(1, self.opts.dynamic_batch // 2), self.opts.dynamic_batch) if self.opts.dynamic_batch else None
-        for precision in (p for p in self.opts.precisions if p in ("fp16", "int8")):
-            source, int8_source, cache, ranges = self.files["fp32"], None, None, None
-            if precision == "int8":
-                int8_source = self.opts.int8_source
-                source = self.files["int8_qdq"] if int8_source == "qdq" else self.files["fp32"]
-                cache = self.files["calib_cache"] if int8_source == "cache" else None
-                ranges = _amax_ranges(self.files["calib_ranges"]) if int8_source == "ranges" else None
-            engine = build_engine(
-                source, self.path(f"{precision}.engine"), precision, int8_source=int8_source, calib_cache=cache,
-                dynamic_ranges=ranges, workspace_mib=self.opts.workspace_mib, timing_cache=timing_cache,
-                dla_core=self.opts.dla_core, batch_range=batch_range, manifest_extra=extra,
-            )  # fmt: skip
-            self.files[f"{precision}_engine"] = engine
+        from edgeseg.bundle import VERIFY_FOLDER, evenly_spaced, write_verify_set
+        from edgeseg.data import SegmentationData, resolve_dataset
+        from edgeseg.runtime import Segmenter
+        from edgeseg.runtime.backends.torch_backend import TorchBackend
+
+        data = SegmentationData(resolve_dataset(self.opts.data), "val")
+        reference = Segmenter(TorchBackend(self.model, self.meta, "cpu"))
+        known = self.reference.labels if self.reference is not None else []
+
+        def samples():
+            for index in evenly_spaced(self.opts.verify_images, len(data)):
+                image_bgr = cv2.cvtColor(data.read_image(index), cv2.COLOR_RGB2BGR)
+                reused = index < len(known) and known[index].shape == image_bgr.shape[:2]
+                yield data.pairs[index][0], known[index] if reused else reference.segment(image_bgr)
+
+        self.verify_entry = write_verify_set(
+            self.staging / VERIFY_FOLDER, samples(), dataset=data.spec.name, split="val",
+            checkpoint=self.checkpoint.name, checkpoint_sha256=self.source_sha256,
+            input_size=self.meta.input_size, classes=self.meta.classes,
+        )  # fmt: skip
+        print(f"verify set: {self.verify_entry['images']} {data.spec.name} val images with the PyTorch reference's labels")
 
     def write_manifest(self, parity: dict | None, fidelity: list[dict] | None) -> None:
         opts = asdict(self.opts)
@@ -258,11 +298,24 @@ class _Export:
             "edgeseg_version": __version__,
             "checkpoint": str(self.checkpoint), "checkpoint_sha256": self.source_sha256,
             "options": {k: v for k, v in opts.items() if k not in ("exist_ok",)},
-            "files": {key: {"name": p.name, "sha256": file_sha256(p)} for key, p in self.files.items()},
+            "files": {key: {"name": p.name, "sha256": file_sha256(p),
+                            "requires": file_requirements(key, self.opts.trt_version)} for key, p in self.files.items()},
             "parity_passed": parity["passed"] if parity else None,
-            "seconds": self.seconds, **self.report,
+            "seconds": self.seconds, **self.report, **self._bundle_keys(),
         }  # fmt: skip
         write_json(self.staging / "export.json", manifest)
+
+    def _bundle_keys(self) -> dict[str, Any]:
+        """What makes the export folder a deployment bundle (edgeseg/bundle.py reads it)."""
+        opts = self.opts
+        build = {"precisions": [p for p in opts.precisions if p in ("fp16", "int8")], "int8_source": opts.int8_source,
+                 "workspace_mib": opts.workspace_mib, "dla_core": opts.dla_core, "batch": opts.batch,
+                 "dynamic_batch": opts.dynamic_batch}  # fmt: skip
+        return {
+            "bundle_format": BUNDLE_FORMAT, "input_size": list(self.meta.input_size), "output_kind": self.output_kind,
+            "num_classes": self.meta.num_classes, "classes": list(self.meta.classes),
+            "thresholds": default_thresholds(opts.verify_thresholds), "build": build, "verify": self.verify_entry,
+        }  # fmt: skip
 
     def _properties(self, precision: str) -> dict[str, str]:
         return meta_properties(self.meta, self.output_kind, precision, self.source_sha256)
@@ -272,6 +325,7 @@ class _Export:
 
 
 def _check_options(opts: ExportOptions) -> None:
+    _check_types(opts)
     unknown = [p for p in opts.precisions if p not in PRECISIONS]
     if unknown or not opts.precisions:
         raise EdgesegError(f"--precision {','.join(opts.precisions)}: choose any of {', '.join(PRECISIONS)}")
@@ -290,16 +344,106 @@ def _check_options(opts: ExportOptions) -> None:
         raise EdgesegError(f"--batch {opts.batch} / --dynamic-batch {opts.dynamic_batch}: batch sizes must be at least 1")
     if opts.max_miou_drop is not None and opts.max_miou_drop < 0:
         raise EdgesegError(f"--max-miou-drop {opts.max_miou_drop}: give the allowed drop in mIoU points, e.g. 0.5")
+    default_thresholds(opts.verify_thresholds)  # a bad --verify-threshold fails before any work
+    if opts.verify and opts.verify_images < 1:
+        raise EdgesegError(f"--verify-images {opts.verify_images}: the bundle's verify set needs at least 1 image")
+    from edgeseg.quantize import CalibrationSettings
+
+    CalibrationSettings(opts.calib_method, opts.percentile, opts.calib_images)  # refuses a bad method now, not after the FP32 step
+    if "int8" in opts.precisions and opts.opset < MIN_INT8_OPSET:
+        raise EdgesegError(f"--opset {opts.opset}: INT8 per-channel Q/DQ needs opset {MIN_INT8_OPSET} or later")
 
 
-def _amax_ranges(ranges_path: Path) -> dict[str, float]:
-    """{tensor: amax} from the saved calibration ranges, for ITensor.set_dynamic_range."""
-    from onnxruntime.quantization.calibrate import load_tensors_data
+OPSETS = (11, 20)  # align_corners Resize needs 11; 20 is the last opset torch's TorchScript exporter writes
+MIN_INT8_OPSET = 13  # QuantizeLinear's per-channel axis
+_FLAGS = {"precisions": "--precision", "workspace_mib": "--workspace", "argmax": "--argmax/--logits",
+          "engine": "--engine/--no-engine"}  # fmt: skip
 
-    import numpy as np
 
-    ranges = load_tensors_data(ranges_path)
-    return {name: float(np.abs(np.concatenate([np.ravel(d.lowest), np.ravel(d.highest)])).max()) for name, d in ranges.items()}
+def _whole(low: int, high: int | None = None, optional: bool = False):
+    def check(value: Any) -> bool:
+        if value is None:
+            return optional
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+
+    return check
+
+
+def _number(check) -> Any:
+    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and check(v)
+
+
+def _text(optional: bool = False):
+    return lambda v: isinstance(v, str) or (optional and v is None)
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+
+
+def _size(value: Any) -> bool:
+    return value is None or (isinstance(value, tuple) and len(value) == 2 and all(_whole(32, 4096)(v) for v in value))
+
+
+# option -> (test, what it must be): the settings a profile or the Python API may give in any type
+_TYPES = {
+    "name": (lambda v: isinstance(v, str) and bool(v) and not v.startswith(".") and not set(v) & set("/\\\0"),
+             "a file name stem (no /, not starting with .)"),
+    "img_size": (_size, "two whole numbers H W from 32 to 4096, e.g. [360, 480]"),
+    "batch": (_whole(1, 1024), "a whole number from 1 to 1024"),
+    "dynamic_batch": (_whole(0, 1024), "a whole number from 0 (a fixed batch) to 1024"),
+    "argmax": (lambda v: isinstance(v, bool), "true or false"),
+    "opset": (_whole(*OPSETS), f"a whole number from {OPSETS[0]} to {OPSETS[1]}"),
+    "precisions": (_texts, "a list of fp32, fp16, int8"),
+    "calib": (_text(optional=True), "a manifest, folder or glob of images"),
+    "calib_method": (_text(), "entropy, percentile or minmax"),
+    "percentile": (_number(lambda v: 50 < v <= 100), "a number in (50, 100], e.g. 99.99"),
+    "calib_images": (_whole(1, optional=True), "a whole number of images, at least 1"),
+    "keep_fp": (_texts, "a list of node names or op types"),
+    "max_miou_drop": (lambda v: v is None or _number(lambda x: 0 <= x <= 100)(v), "mIoU points from 0 to 100, e.g. 0.5"),
+    "engine": (lambda v: isinstance(v, bool), "true or false"),
+    "int8_source": (_text(), "qdq, cache or ranges"),
+    "trt_version": (_text(optional=True), "a version such as 10.3.0"),
+    "workspace_mib": (_whole(1), "a whole number of MiB, at least 1"),
+    "dla_core": (_whole(0, optional=True), "a DLA core number, 0 or more"),
+    "timing_cache": (_text(optional=True), "a file path"),
+    "num_verify": (_whole(1), "a whole number of images, at least 1"),
+    "fidelity_images": (_whole(1, optional=True), "a whole number of images, at least 1"),
+}
+
+
+def _check_types(opts: ExportOptions) -> None:
+    """One line naming the flag and the profile key for a value of the wrong type or out of range."""
+    for option, (test, what) in _TYPES.items():
+        value = getattr(opts, option)
+        if not test(value):
+            shown = value if isinstance(value, str) or not isinstance(value, tuple) else list(value)
+            raise EdgesegError(f"{_setting_name(option)} = {shown!r}: must be {what}")
+
+
+def _setting_name(option: str) -> str:
+    """The flag, and the profile key where a profile can set the option."""
+    from edgeseg import profiles
+
+    flag = _FLAGS.get(option, "--" + option.replace("_", "-"))
+    keys = [key for key, name in getattr(profiles, "_TOP", {}).items() if name == option]
+    keys += [f"[{section}] {key}" for section, names in getattr(profiles, "_SECTIONS", {}).items()
+             for key, name in names.items() if name == option]  # fmt: skip
+    return f"{flag} (profile key {keys[0]})" if keys else flag
+
+
+def _engine_precisions(opts: ExportOptions) -> list[str]:
+    return [p for p in opts.precisions if p in ("fp16", "int8")]
+
+
+def _build_engines(out_dir: Path, opts: ExportOptions) -> dict[str, Path]:
+    """The engines of ``--engine``, built by the same function as `edgeseg build OUT` (beside the bundle's ONNX)."""
+    from edgeseg.build import build_bundle
+
+    engines = build_bundle(out_dir, _engine_precisions(opts), opts.int8_source, opts.workspace_mib, opts.dla_core,
+                           Path(opts.timing_cache) if opts.timing_cache else None,
+                           dynamic_batch=opts.dynamic_batch or None)  # fmt: skip
+    return {f"{engine.name.split('.')[-2]}_engine": engine for engine in engines}
 
 
 def _calibration_set(opts: ExportOptions):
@@ -375,9 +519,120 @@ def _set_precision(path: Path, properties: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
+# --- the output folder: checks, lock, staging, publishing -----------------------------------
+# Beside DIR (the --out folder), all hidden: .DIR.lock, .DIR.export-<pid>-<random> (one staging
+# folder per export) and, for the instant of a swap, .DIR.replaced-<pid>-<random>.
+_STAGING = ".export-"
+_REPLACED = ".replaced-"
+
+
+def _check_out(out_dir: Path, exist_ok: bool) -> None:
+    if not out_dir.name:
+        raise EdgesegError(f"--out {out_dir}: the file system root cannot hold an export; pass a folder below it")
+    cwd = Path(os.getcwd())
+    if out_dir.is_dir() and (cwd == out_dir or out_dir in cwd.parents):
+        raise EdgesegError(f"--out {out_dir}: is the current folder or holds it, and the export replaces the folder "
+                           "whole; run from elsewhere or pass another --out")  # fmt: skip
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgesegError(f"--out {out_dir}: is a file; pass a folder")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not exist_ok:
+        raise EdgesegError(f"--out {out_dir}: folder exists and is not empty; choose another or pass --exist-ok "
+                           "(which replaces the earlier export in it)")  # fmt: skip
+    if not (out_dir / "export.json").is_file():
+        raise EdgesegError(f"--out {out_dir}: --exist-ok replaces the whole folder, and this one is not an edgeseg "
+                           "export (no export.json); choose another folder")  # fmt: skip
+
+
+def _make_parents(out_dir: Path) -> list[Path]:
+    """Create the folders above ``out_dir``; return those that did not exist, deepest first."""
+    missing = [p for p in out_dir.absolute().parents if not p.exists()]
+    try:
+        out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise EdgesegError(f"--out {out_dir}: cannot create its parent folder ({err.strerror}); choose a writable path") from None
+    return missing
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+class _ExportLock:
+    """``flock`` on ``.DIR.lock`` beside DIR: a second export into DIR is refused at once.
+
+    The kernel drops the lock when its holder dies (even by SIGKILL), so a crash never
+    leaves DIR locked. The file is removed on release; a waiter that opened the removed file
+    notices (another inode at the path) and locks the new one instead.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.path = out_dir.parent / f".{out_dir.name}.lock"
+        self.fd = -1
+
+    def __enter__(self) -> "_ExportLock":
+        while self.fd < 0:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise EdgesegError(f"--out {self.out_dir}: cannot write beside it ({err.strerror}); "
+                                   "choose a folder in a writable place") from None  # fmt: skip
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise EdgesegError(f"--out {self.out_dir}: another export is writing {self.out_dir} (pid {holder}); "
+                                   "wait for it or choose another --out") from None  # fmt: skip
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+            else:
+                os.close(fd)
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)  # while still holding the lock (see the class docstring)
+        os.close(self.fd)
+        self.fd = -1
+
+
+def _remove_stale(out_dir: Path) -> None:
+    """Under the lock, every staging folder of DIR is a dead export's: remove them. A swap cut
+    short between its two renames left DIR missing and the earlier export aside: put it back."""
+    parent, name = out_dir.parent, out_dir.name
+    for stale in parent.glob(f".{glob.escape(name)}{_STAGING}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    replaced = sorted(parent.glob(f".{glob.escape(name)}{_REPLACED}*"), key=lambda p: p.stat().st_mtime)
+    if replaced and not out_dir.exists():
+        os.rename(replaced.pop(), out_dir)
+        print(f"restored {out_dir}: an earlier export was stopped while replacing it")
+    for stale in replaced:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def _publish(staging: Path, out_dir: Path, result: ExportResult) -> ExportResult:
-    for item in staging.iterdir():
-        item.replace(out_dir / item.name)
-    moved = {key: out_dir / path.name for key, path in result.files.items()}
+    """Move the finished staging folder to ``out_dir`` in one rename; an earlier export there
+    (--exist-ok, checked under the lock) is renamed aside first and then deleted whole."""
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        aside = out_dir.parent / f".{out_dir.name}{_REPLACED}{os.getpid()}-{secrets.token_hex(4)}"
+        os.rename(out_dir, aside)
+        os.rename(staging, out_dir)  # dying between these two renames: the next export puts `aside` back
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        if out_dir.is_dir():
+            out_dir.rmdir()
+        os.rename(staging, out_dir)
+    moved = {key: out_dir / path.relative_to(staging) for key, path in result.files.items()}
     parity_path = out_dir / "parity.json" if result.parity is not None else None
     return ExportResult(moved["fp32"], parity_path, result.parity, moved, result.fidelity)

@@ -1,19 +1,23 @@
-"""Export profiles: one TOML file per deployment target (``export/<name>.toml``).
+"""Export profiles: one TOML file per deployment target (``export/<name>.toml`` in the source tree).
 
 A profile holds the export settings a target needs (input size, precisions, batch, calibration,
 TensorRT version, workspace, DLA). ``edgeseg export --profile NAME`` starts from it; any flag
-given on the command line wins.
+given on the command line wins. NAME is a bundled profile (the wheel ships ``export/*.toml`` as
+``edgeseg/profiles_data/``); a value ending in ``.toml`` is a file path.
 """
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
+from edgeseg._toml import tomllib
 from edgeseg.errors import EdgesegError
 
-PROFILE_DIRS = (Path("export"), Path(__file__).resolve().parents[1] / "export")
+_PACKAGE = Path(__file__).resolve().parent
+# An installed wheel has the profiles inside the package; a source checkout (or an editable
+# install made before they were package data) has them in the top-level export/ folder.
+BUNDLED_DIRS = (_PACKAGE / "profiles_data", _PACKAGE.parent / "export")
 
 # profile key -> export option name; sections flatten into the same option names
 _TOP = {"img_size": "img_size", "precisions": "precisions", "batch": "batch", "dynamic_batch": "dynamic_batch",
@@ -26,19 +30,28 @@ _SECTIONS = {
 }  # fmt: skip
 
 
+def bundled_profile_dir() -> Path | None:
+    """The folder of the profiles shipped with edgeseg, or None when it has none."""
+    return next((folder for folder in BUNDLED_DIRS if any(folder.glob("*.toml"))), None)
+
+
 def profile_names() -> list[str]:
-    return sorted({p.stem for folder in PROFILE_DIRS if folder.is_dir() for p in folder.glob("*.toml")})
+    folder = bundled_profile_dir()
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder else []
 
 
 def find_profile(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.is_file():
+    """A bundled profile by name; a value ending in .toml is a file (never looked up in ./export)."""
+    if name_or_path.endswith(".toml"):
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise EdgesegError(f"--profile {name_or_path}: no such file; check the path, or pass a profile name")
         return path
-    for folder in PROFILE_DIRS:
-        candidate = folder / f"{name_or_path}.toml"
-        if candidate.is_file():
-            return candidate
-    known = ", ".join(profile_names()) or "none found"
+    folder = bundled_profile_dir()
+    candidate = folder / f"{name_or_path}.toml" if folder else None
+    if candidate is not None and "/" not in name_or_path and candidate.is_file():
+        return candidate
+    known = ", ".join(profile_names()) or "none bundled"
     raise EdgesegError(f"--profile {name_or_path}: no such profile; choose one of {known}, or pass a .toml file")
 
 
@@ -47,7 +60,7 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
     path = find_profile(name_or_path)
     try:
         table = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise EdgesegError(f"--profile {path}: not valid TOML ({err}); fix the file") from None
     options: dict[str, Any] = {}
     for key, value in table.items():

@@ -25,6 +25,7 @@ Range choice per method:
 from __future__ import annotations
 
 import logging
+import os
 import struct
 import tempfile
 import warnings
@@ -39,6 +40,8 @@ from edgeseg.errors import EdgesegError
 from edgeseg.fileio import write_bytes
 
 METHODS = ("entropy", "percentile", "minmax")
+DEFAULT_METHOD = "percentile"  # the one default for the CLI, profiles and the Python API
+DEFAULT_PERCENTILE = 99.99
 HISTOGRAM_BINS = 2048
 ENTROPY_LEVELS = 128  # int8 levels on one side of zero
 CHUNK = 8  # images per collect_data call: bounds the memory of collected activations
@@ -47,15 +50,20 @@ CACHE_CALIBRATOR = "EntropyCalibration2"
 
 @dataclass(frozen=True)
 class CalibrationSettings:
-    method: str = "entropy"
-    percentile: float = 99.99
+    method: str = DEFAULT_METHOD
+    percentile: float = DEFAULT_PERCENTILE
     max_images: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise EdgesegError(f"--calib-method {self.method}: choose one of {', '.join(METHODS)}")
+        if isinstance(self.percentile, bool) or not isinstance(self.percentile, (int, float)):
+            raise EdgesegError(f"--percentile {self.percentile!r}: give a number in (50, 100], e.g. 99.99")
         if not 50.0 < self.percentile <= 100.0:
             raise EdgesegError(f"--percentile {self.percentile}: use a value in (50, 100], e.g. 99.99")
+        if self.max_images is not None and (isinstance(self.max_images, bool) or not isinstance(self.max_images, int)
+                                            or self.max_images < 1):  # fmt: skip
+            raise EdgesegError(f"--calib-images {self.max_images!r}: give a whole number of images, at least 1")
 
 
 # --- calibration ---------------------------------------------------------------------
@@ -65,11 +73,16 @@ def calibrate(
     settings: CalibrationSettings,
     ranges_path: Path,
 ) -> dict[str, tuple[float, float]]:
-    """Run the FP32 model on ``batches`` (NCHW float32, already pre-processed); save and return the ranges."""
+    """Run the FP32 model on ``batches`` (NCHW float32, already pre-processed); save and return the ranges.
+
+    The temporaries (the augmented model, ONNX Runtime's own) go in a hidden folder beside
+    ``ranges_path``: inside an export's staging folder, so a killed export leaves them where the
+    next export into the same --out removes them, never in /tmp.
+    """
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, save_tensors_data
 
-    with _quiet_ort(), tempfile.TemporaryDirectory(prefix="edgeseg-calib-") as work:
-        calibrator = _calibrator(fp32_onnx, settings, Path(work) / "augmented.onnx")
+    with _quiet_ort(), scratch_dir(Path(ranges_path).parent, "calib") as work:
+        calibrator = _calibrator(fp32_onnx, settings, work / "augmented.onnx")
         for chunk in _chunks(batches, CHUNK):
             calibrator.collect_data(_Reader(calibrator.infer_session.get_inputs()[0].name, chunk))
         if settings.method == "entropy":
@@ -78,7 +91,9 @@ def calibrate(
             tensors = TensorsData(CalibrationMethod.Entropy, {k: _tensor_data(*v) for k, v in ranges.items()})
         else:
             tensors = calibrator.compute_data()
-    save_tensors_data(tensors, ranges_path)
+        # save_tensors_data writes through mkstemp (mode 0600); copy it out with the usual permissions
+        save_tensors_data(tensors, work / "ranges.json")
+        write_bytes(ranges_path, (work / "ranges.json").read_bytes())
     return {name: (float(np.ravel(d.lowest)[0]), float(np.ravel(d.highest)[0])) for name, d in tensors.items()}
 
 
@@ -193,8 +208,8 @@ def quantize_int8(fp32_onnx: Path, ranges_path: Path, out_path: Path, form: str,
     if float_upsampling:
         excluded += [name for name in output_upsampling(fp32_onnx) if name not in excluded]
     method = load_tensors_data(ranges_path).calibration_method  # quantize_static insists they match
-    with _quiet_ort(), tempfile.TemporaryDirectory(prefix="edgeseg-quant-") as work:
-        staged = Path(work) / out_path.name
+    with _quiet_ort(), scratch_dir(Path(out_path).parent, "quant") as work:
+        staged = work / out_path.name
         quantize_static(
             str(fp32_onnx), str(staged), None, quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=getattr(QuantType, activation), weight_type=QuantType.QInt8,
@@ -309,6 +324,20 @@ def convert_fp16(fp32_onnx: Path, out_path: Path) -> Path:
         half = convert_float_to_float16(model, keep_io_types=True)
     write_bytes(out_path, half.SerializeToString())
     return out_path
+
+
+@contextmanager
+def scratch_dir(parent: Path, purpose: str) -> Iterator[Path]:
+    """A hidden temporary folder in ``parent`` that also takes ONNX Runtime's own temporaries
+    (``tempfile`` points there while it exists); removed when the block ends."""
+    parent.mkdir(parents=True, exist_ok=True)
+    saved = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix=f".edgeseg-{purpose}-{os.getpid()}-", dir=parent) as work:
+        tempfile.tempdir = work
+        try:
+            yield Path(work)
+        finally:
+            tempfile.tempdir = saved
 
 
 @contextmanager

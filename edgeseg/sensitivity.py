@@ -15,13 +15,12 @@ Scored on the TensorRT form (symmetric activations), the stricter of the two INT
 from __future__ import annotations
 
 import copy
-import tempfile
 from pathlib import Path
 
 from edgeseg.data import SegmentationData, resolve_dataset
 from edgeseg.evaluate import evaluate
 from edgeseg.fidelity import compare_to_reference, reference_predictions
-from edgeseg.quantize import quantize_int8
+from edgeseg.quantize import quantize_int8, scratch_dir
 from edgeseg.runtime import Segmenter
 
 SLICE_IMAGES = 32
@@ -43,8 +42,8 @@ def keep_sensitive_layers(
 ) -> dict:
     dataset = SegmentationData(resolve_dataset(data), "train")
     dataset.pairs = dataset.pairs[-slice_images:]
-    with tempfile.TemporaryDirectory(prefix="sensitivity-", dir=work_dir) as scratch:
-        score = _Scorer(fp32, ranges_path, dataset, Path(scratch), ranking_images)
+    with scratch_dir(Path(work_dir), "sensitivity") as scratch:
+        score = _Scorer(fp32, ranges_path, dataset, scratch, ranking_images)
         kept = list(already_kept)
         fp32_miou, before = score.ground_truth(fp32), score.ground_truth(score.int8(kept))
         report = {"slice": f"{dataset.spec.name} train, last {len(dataset)} images ({ranking_images} for ranking)",

@@ -106,6 +106,163 @@ def _jetson_clocks_state() -> str | None:
     return "on" if all(low == high for low, high in pairs) else "off"
 
 
+# --- what this machine can run (edgeseg doctor) -----------------------------------------
+# Each probe imports its library only when called, and reports a failed import as "error".
+TENSORRT_WINDOW = ((8, 5), (11,))  # oldest major.minor, newest major
+VIDEO_DEVICES = Path("/dev")
+VIDEO4LINUX = Path("/sys/class/video4linux")
+PLATFORM_DEVICES = Path("/sys/devices/platform")
+# JetPack releases by L4T release (NVIDIA's JetPack archive); other R35/R36 releases fall back to "5.x"/"6.x"
+JETPACK_BY_L4T = {"R35.2.1": "5.1", "R35.3.1": "5.1.1", "R35.4.1": "5.1.2", "R35.5.0": "5.1.3", "R35.6.0": "5.1.4",
+                  "R36.3.0": "6.0", "R36.4.0": "6.1", "R36.4.3": "6.2"}  # fmt: skip
+JETSON_COMPUTE_CAPABILITY = (("Orin", "8.7"), ("Xavier", "7.2"), ("TX2", "6.2"), ("Nano", "5.3"))
+
+
+def numpy_info() -> dict[str, Any]:
+    module, error = _import("numpy")
+    return {"version": getattr(module, "__version__", None), "error": error}
+
+
+def opencv_info() -> dict[str, Any]:
+    """cv2's version, where it comes from, and what its build has (GStreamer, FFmpeg, CUDA)."""
+    cv2, error = _import("cv2")
+    if cv2 is None:
+        return {"version": None, "error": error, "path": None, "gstreamer": None, "ffmpeg": None, "cuda": None}
+    try:
+        build = str(cv2.getBuildInformation())
+    except Exception:
+        build = ""
+    return {"version": getattr(cv2, "__version__", None), "error": None, "path": getattr(cv2, "__file__", None),
+            "gstreamer": _build_flag(build, "GStreamer"), "ffmpeg": _build_flag(build, "FFMPEG"),
+            "cuda": _build_flag(build, "NVIDIA CUDA")}  # fmt: skip
+
+
+def _build_flag(build: str, name: str) -> bool | None:
+    """'YES' or 'NO' on the ``name:`` line of cv2.getBuildInformation(); an absent line is NO."""
+    if not build:
+        return None
+    match = re.search(rf"^\s*{re.escape(name)}:\s*(\S+)", build, re.M)
+    return match is not None and match.group(1).upper().startswith("YES")
+
+
+def onnxruntime_info() -> dict[str, Any]:
+    ort, error = _import("onnxruntime")
+    providers: list[str] = []
+    if ort is not None:
+        try:
+            providers = list(ort.get_available_providers())
+        except Exception as err:
+            error = _first_line(err)
+    return {"version": getattr(ort, "__version__", None), "error": error, "providers": providers}
+
+
+def tensorrt_info() -> dict[str, Any]:
+    """TensorRT's version, whether edgeseg supports it (8.5 to 11.x), and whether it builds strongly typed only."""
+    trt, error = _import("tensorrt")
+    version = str(getattr(trt, "__version__", "")) or None
+    numbers = version_tuple(version) if version else ()
+    oldest, (newest_major,) = TENSORRT_WINDOW
+    return {"version": version, "error": error,
+            "in_window": bool(numbers) and numbers[:2] >= oldest and numbers[0] <= newest_major,
+            "strongly_typed_only": bool(numbers) and numbers[0] >= 11}  # fmt: skip
+
+
+def cuda_binding_info() -> dict[str, Any]:
+    """pycuda (edgeseg's CUDA binding) and, for information, cuda-python."""
+    pycuda, error = _import("pycuda")
+    return {"pycuda": getattr(pycuda, "VERSION_TEXT", None) if pycuda else None, "error": error,
+            "cuda_python": distribution_version("cuda-python")}  # fmt: skip
+
+
+def gpus() -> list[dict[str, Any]]:
+    """Each CUDA GPU: name, compute capability, memory (MiB) and the probe that saw it; [] when none."""
+    return _gpus_from_pycuda() or _gpus_from_nvidia_smi() or _gpu_from_jetson_board()
+
+
+def _gpus_from_pycuda() -> list[dict[str, Any]]:
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        found = []
+        for index in range(cuda.Device.count()):
+            device = cuda.Device(index)
+            major, minor = device.compute_capability()
+            found.append({"name": device.name(), "compute_capability": f"{major}.{minor}",
+                          "memory_mib": device.total_memory() // 2**20, "source": "pycuda"})  # fmt: skip
+        return found
+    except Exception:  # pycuda absent, or present without a driver or GPU
+        return []
+
+
+def _gpus_from_nvidia_smi() -> list[dict[str, Any]]:
+    output = run_command(["nvidia-smi", "--query-gpu=name,compute_cap,memory.total", "--format=csv,noheader,nounits"])
+    found = []
+    for line in (output or "").splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) == 3:
+            memory = int(fields[2]) if fields[2].isdigit() else None  # "[N/A]" on a Jetson
+            found.append({"name": fields[0], "compute_capability": fields[1] or None, "memory_mib": memory,
+                          "source": "nvidia-smi"})  # fmt: skip
+    return found
+
+
+def _gpu_from_jetson_board() -> list[dict[str, Any]]:
+    """A Jetson's integrated GPU from its board name, when no CUDA probe answered; memory is shared RAM."""
+    board = board_model()
+    if board is None or l4t_release() is None:
+        return []
+    capability = next((cc for family, cc in JETSON_COMPUTE_CAPABILITY if family in board), None)
+    total = re.search(r"^MemTotal:\s*(\d+) kB", read_text(Path("/proc/meminfo")) or "", re.M)
+    return [{"name": f"{board} (integrated)", "compute_capability": capability,
+             "memory_mib": int(total.group(1)) // 1024 if total else None, "source": "board"}]  # fmt: skip
+
+
+def dla_cores(tensorrt_ok: bool, gpu_found: bool) -> dict[str, Any]:
+    """DLA core count and how it was found: TensorRT's builder, /sys on a Jetson, or none off a Jetson."""
+    if tensorrt_ok and gpu_found:
+        try:
+            import tensorrt as trt
+
+            builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+            return {"count": int(builder.num_DLA_cores), "source": "tensorrt"}
+        except Exception:
+            pass
+    if not jetson_info():
+        return {"count": 0, "source": "not a Jetson"}
+    nodes = {path.name for pattern in ("*nvdla*", "*/*nvdla*") for path in PLATFORM_DEVICES.glob(pattern)}
+    if nodes:
+        return {"count": len(nodes), "source": "/sys/devices/platform"}
+    return {"count": None, "source": "unknown"}
+
+
+def cameras() -> list[dict[str, Any]]:
+    """/dev/video* with the driver's name for each (a Jetson's CSI sensors say 'vi-output, <sensor>')."""
+    devices = sorted(VIDEO_DEVICES.glob("video*"), key=lambda p: (len(p.name), p.name))
+    return [{"device": str(path), "name": read_text(VIDEO4LINUX / path.name / "name")} for path in devices]
+
+
+def jetpack_release(l4t: str | None) -> str | None:
+    """The JetPack version: from the nvidia-jetpack package if installed, else from the L4T release."""
+    if l4t is None:
+        return None
+    package = run_command(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
+    if package:
+        return package.split("-")[0]
+    family = {"R32": "4.x", "R35": "5.x", "R36": "6.x"}.get(l4t.split(".")[0])
+    return JETPACK_BY_L4T.get(l4t, family)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """(8, 5, 2) from '8.5.2.2'; stops at the first part that is not a number."""
+    numbers = []
+    for part in str(version).split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
+
+
 # --- tegrastats ----------------------------------------------------------------------
 _RAIL = re.compile(r"\b([A-Z][A-Z0-9_]*) (\d+)(?:mW)?/(\d+)(?:mW)?(?=\s|$)")
 _TOTAL_RAILS = ("VDD_IN", "POM_5V_IN")
@@ -189,6 +346,26 @@ def run_command(command: list[str], timeout: float = 15) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+
+
+def _import(module: str) -> tuple[Any, str | None]:
+    """(module, None), or (None, the error's first line): a broken optional install must not stop a probe."""
+    try:
+        return __import__(module), None
+    except Exception as err:  # ImportError, or OSError when a library behind the module is missing
+        return None, _first_line(err) or type(err).__name__
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def distribution_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _module_version(module: str) -> str | None:

@@ -7,6 +7,7 @@ seeded per sample. So ``--resume`` continues exactly, with any number of loader 
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import os
@@ -25,6 +26,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from edgeseg import __version__
 from edgeseg.checkpoint import checkpoint_dict, read_checkpoint, save_checkpoint
 from edgeseg.data import SegmentationData, resolve_dataset, train_augment
+from edgeseg.data.dataset import CLASS_WEIGHTINGS
+from edgeseg.data.layouts import check_train_val_splits
+from edgeseg.data.transforms import MAX_JITTER
 from edgeseg.errors import EdgesegError
 from edgeseg.evaluate import evaluate
 from edgeseg.fileio import atomic_path
@@ -35,7 +39,13 @@ from edgeseg.runtime import Segmenter
 from edgeseg.runtime.backends.torch_backend import TorchBackend
 
 OPTIMIZERS = ("sgd", "adamw")
-CLASS_WEIGHTS = ("none", "median-freq")
+CLASS_WEIGHTS = CLASS_WEIGHTINGS
+MAX_SCALE = 4.0  # --scale-range upper bound: beyond it a 360x480 frame outgrows any sensible crop
+RECIPE_FIELDS = (
+    "train_split", "val_split", "img_size", "crop_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
+    "warmup_epochs", "output_stride", "loss", "class_weights", "scale_range", "color_jitter", "ema",
+    "label_smoothing", "ohem", "amp", "seed",
+)  # fmt: skip
 LOG_FIELDS = ("epoch", "train_loss", "val_miou", "val_pixel_accuracy", "lr", "seconds", "images_per_second")
 
 
@@ -54,6 +64,13 @@ class TrainConfig:
     output_stride: int = 16
     loss: str = "ce"
     class_weights: str = "median-freq"
+    train_split: str = "train"
+    val_split: str = "val"
+    scale_range: tuple[float, float] = (0.5, 2.0)  # random scale of each training image
+    color_jitter: float = 1.0  # strength of brightness/contrast/saturation/hue jitter; 0 turns it off
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 turns it off
+    label_smoothing: float = 0.0
+    ohem: bool = False  # online hard example mining in the cross-entropy
     device: str = "cpu"
     amp: bool = False
     workers: int = 2
@@ -70,6 +87,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.img_size = tuple(self.img_size)
         self.crop_size = tuple(self.crop_size) if self.crop_size else None
+        self.scale_range = tuple(float(v) for v in self.scale_range)
         _check_choice("--optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("--loss", self.loss, LOSSES)
         _check_choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
@@ -81,6 +99,31 @@ class TrainConfig:
             raise EdgesegError(f"--img-size {self.img_size[0]} {self.img_size[1]}: use multiples of 8, at least 32")
         if self.amp and not self.device.startswith("cuda"):
             raise EdgesegError("--amp: mixed precision needs --device cuda; drop --amp on the CPU")
+        self._check_recipe()
+
+    def _check_recipe(self) -> None:
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[-1] <= MAX_SCALE:
+            raise EdgesegError(
+                f"--scale-range {' '.join(f'{v:g}' for v in self.scale_range)}: give MIN MAX with "
+                f"0 < MIN <= MAX <= {MAX_SCALE:g}, e.g. 0.5 2.0"
+            )
+        if not 0 <= self.color_jitter <= MAX_JITTER:
+            raise EdgesegError(f"--color-jitter {self.color_jitter:g}: give a strength from 0 (off) to {MAX_JITTER:g}")
+        if not 0 <= self.ema < 1:
+            raise EdgesegError(f"--ema {self.ema:g}: give a decay in (0, 1), e.g. 0.999, or 0 to turn EMA off")
+        if not 0 <= self.label_smoothing < 1:
+            raise EdgesegError(f"--label-smoothing {self.label_smoothing:g}: give a value in [0, 1), e.g. 0.1")
+        if self.loss == "focal" and (self.label_smoothing or self.ohem):
+            raise EdgesegError("--loss focal: --label-smoothing and --ohem shape cross-entropy; use --loss ce or ce+dice")
+        if self.train_split == self.val_split:
+            raise EdgesegError(
+                f"--val-split {self.val_split}: is also --train-split; validate on a split the model does not train on"
+            )
+
+    def recipe(self) -> dict[str, Any]:
+        """What decides the trained weights (not where files go): recorded in the checkpoint's metadata."""
+        config = asdict(self)
+        return {key: list(config[key]) if isinstance(config[key], tuple) else config[key] for key in RECIPE_FIELDS}
 
 
 def _check_choice(flag: str, value: Any, choices: tuple) -> None:
@@ -91,8 +134,17 @@ def _check_choice(flag: str, value: Any, choices: tuple) -> None:
 class AugmentedSplit(Dataset):
     """Training samples as tensors; augmentation seeded by (seed, epoch, index)."""
 
-    def __init__(self, data: SegmentationData, crop_hw: tuple[int, int], preprocess: Preprocess, seed: int) -> None:
+    def __init__(
+        self,
+        data: SegmentationData,
+        crop_hw: tuple[int, int],
+        preprocess: Preprocess,
+        seed: int,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        jitter: float = 1.0,
+    ) -> None:
         self.data, self.crop_hw, self.seed, self.epoch = data, crop_hw, seed, 0
+        self.scale_range, self.jitter = scale_range, jitter
         std = np.asarray(preprocess.std, np.float32)
         self.gain = (preprocess.scale / std).reshape(3, 1, 1).astype(np.float32)
         self.offset = (-np.asarray(preprocess.mean, np.float32) / std).reshape(3, 1, 1).astype(np.float32)
@@ -104,7 +156,9 @@ class AugmentedSplit(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image, label = self.data.read(index)
-        image, label = train_augment(image, label, self.crop_hw, rng, self.data.spec.ignore_index)
+        image, label = train_augment(
+            image, label, self.crop_hw, rng, self.data.spec.ignore_index, self.scale_range, jitter=self.jitter
+        )
         if self.bgr:
             image = image[:, :, ::-1]
         chw = image.transpose(2, 0, 1).astype(np.float32) * self.gain + self.offset
@@ -148,8 +202,13 @@ class Distributed:
 def train(config: TrainConfig) -> Path:
     """Train and return the path of ``best.pt``."""
     ddp = Distributed.from_env(config.device)
+    created = _missing_folders(Path(config.out)) if ddp.is_main else []
     try:
         return Trainer(config, ddp).run()
+    except BaseException:
+        for folder in created:  # a failed run leaves no empty --out (nor parents) it made; a saved epoch stays
+            _rmdir_if_empty(folder)
+        raise
     finally:
         ddp.close()
 
@@ -158,22 +217,28 @@ class Trainer:
     def __init__(self, config: TrainConfig, ddp: Distributed) -> None:
         self.config, self.ddp = config, ddp
         self.out = Path(config.out)
+        self.spec = resolve_dataset(config.data)  # the data and its splits are checked before --out is touched
+        self.split_note = check_train_val_splits(self.spec, config.train_split, config.val_split)
         resume_state = self._read_resume()
         if ddp.is_main:
             _prepare_out_dir(self.out, config.exist_ok or resume_state is not None)
         self.device = self._device()
         torch.manual_seed(config.seed)
-        self.spec = resolve_dataset(config.data)
-        self.train_data = _limited(SegmentationData(self.spec, "train"), config.train_limit)
-        self.val_data = _limited(SegmentationData(self.spec, "val"), config.val_limit) if ddp.is_main else None
+        self.train_data = _limited(SegmentationData(self.spec, config.train_split), config.train_limit)
+        self.val_data = (
+            _limited(SegmentationData(self.spec, config.val_split), config.val_limit) if ddp.is_main else None
+        )
         self.meta = self._meta()
         self.model = self._model()
+        self.ema = WeightAverage(_unwrap(self.model), config.ema) if config.ema else None
         self.loader = self._loader()
         self.iters_per_epoch = len(self.loader)
         self.optimizer = self._optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
-        self.loss_fn = make_loss(config.loss, self.spec.ignore_index, self._class_weights())
+        self.loss_fn = make_loss(
+            config.loss, self.spec.ignore_index, self._class_weights(), config.label_smoothing, config.ohem
+        )
         self.start_epoch, self.best_miou, self.history = 1, -1.0, []
         if resume_state is not None:
             self._restore(resume_state)
@@ -217,7 +282,10 @@ class Trainer:
 
     def _loader(self) -> DataLoader:
         crop = self.config.crop_size or self.config.img_size
-        self.train_set = AugmentedSplit(self.train_data, crop, self.meta.preprocess, self.config.seed)
+        cfg = self.config
+        self.train_set = AugmentedSplit(
+            self.train_data, crop, self.meta.preprocess, cfg.seed, cfg.scale_range, cfg.color_jitter
+        )
         self.sampler = DistributedSampler(
             self.train_set, num_replicas=self.ddp.world_size, rank=self.ddp.rank, shuffle=True, seed=self.config.seed
         )
@@ -251,10 +319,8 @@ class Trainer:
         return max(0.0, 1.0 - progress) ** 0.9
 
     def _class_weights(self) -> torch.Tensor | None:
-        if self.config.class_weights == "none":
-            return None
-        weights = self.train_data.median_frequency_weights()
-        return torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+        weights = self.train_data.class_weights(self.config.class_weights)
+        return None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=self.device)
 
     def _read_resume(self) -> dict[str, Any] | None:
         if not self.config.resume:
@@ -276,12 +342,20 @@ class Trainer:
         self.start_epoch = int(state["epoch"]) + 1
         self.best_miou = float(state["best_miou"])
         self.history = list(state["history"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise EdgesegError(
+                    f"--resume {self.config.resume}: the run had no --ema; resume it without --ema (or start a new run)"
+                )
+            self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"])
 
     # --- loop -------------------------------------------------------------------
     def run(self) -> Path:
+        if self.split_note and self.ddp.is_main:  # once set-up has passed, so that an error stays one line
+            print(self.split_note, file=sys.stderr, flush=True)
         if self.start_epoch > self.config.epochs and self.ddp.is_main:
             print(f"nothing to do: {self.config.resume} already finished epoch {self.start_epoch - 1} of {self.config.epochs}")
         for epoch in range(self.start_epoch, self.config.epochs + 1):
@@ -322,6 +396,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(_unwrap(self.model))
         return float(loss.detach())
 
     def _end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
@@ -336,18 +412,20 @@ class Trainer:
             improved = validate and row["val_miou"] > self.best_miou
             if improved:
                 self.best_miou = row["val_miou"]
-                save_checkpoint(checkpoint_dict(self.model, self._final_meta(epoch), half=True), self.out / "best.pt")
+                best = self.model if self.ema is None else self.ema.model  # the weights that were validated
+                save_checkpoint(checkpoint_dict(best, self._final_meta(epoch), half=True), self.out / "best.pt")
             save_checkpoint(checkpoint_dict(self.model, self._final_meta(epoch), self._train_state(epoch)), self.out / "last.pt")
             _write_log(self.history, self.out)
             print(_epoch_line(row, improved), flush=True)
         self.ddp.barrier()
 
     def _validate(self):
-        model = _unwrap(self.model)
+        """Scores the EMA weights when --ema is on, else the model's own."""
+        model = _unwrap(self.model) if self.ema is None else self.ema.model
         model.eval()
         segmenter = Segmenter(TorchBackend(model, self.meta, str(self.device)))
         result = evaluate(segmenter, self.val_data)
-        model.train()
+        _unwrap(self.model).train()
         return result
 
     def _final_meta(self, epoch: int) -> ModelMeta:
@@ -356,10 +434,14 @@ class Trainer:
             "torch_version": str(torch.__version__),
             "command": self.config.command,
             "dataset": self.spec.name,
-            "dataset_fingerprint": self.spec.fingerprint("train"),
+            "dataset_fingerprint": self.spec.fingerprint(self.config.train_split),
+            "train_split": self.config.train_split,
+            "val_split": self.config.val_split,
             "train_images": len(self.train_data),
             "epochs": epoch,
             "best_val_miou": self.best_miou,
+            "recipe": self.config.recipe(),
+            "weights": "ema" if self.ema is not None else "model",
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()},
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -373,9 +455,42 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "best_miou": self.best_miou,
             "history": self.history,
+            "ema": None if self.ema is None else self.ema.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
         }
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights, for validation and best.pt; BatchNorm buffers are copied.
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates (TensorFlow's ExponentialMovingAverage
+    with num_updates), so the first averages are not held back by the random initial weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+        self.decay, self.updates = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        source = dict(model.named_parameters())
+        for name, average in self.model.named_parameters():
+            average.lerp_(source[name].detach(), 1.0 - decay)
+        buffers = dict(model.named_buffers())
+        for name, buffer in self.model.named_buffers():
+            buffer.copy_(buffers[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return {"model": state, "updates": self.updates, "decay": self.decay}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.updates = int(state["updates"])
 
 
 def _init_from(model: DeepLabV3Plus, path: str) -> None:
@@ -401,7 +516,23 @@ def _prepare_out_dir(out: Path, exist_ok: bool) -> None:
         raise EdgesegError(f"--out {out}: is a file; pass a folder for the run")
     if out.is_dir() and any(out.iterdir()) and not exist_ok:
         raise EdgesegError(f"--out {out}: folder exists and is not empty; choose another folder or pass --exist-ok")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise EdgesegError(f"--out {out}: cannot create the folder ({err.strerror}); choose a writable path") from None
+
+
+def _missing_folders(out: Path) -> list[Path]:
+    """``out`` and the folders above it that do not exist yet, deepest first."""
+    out = out.absolute()
+    return [p for p in (out, *out.parents) if not p.exists()]
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _limited(data: SegmentationData, limit: int | None) -> SegmentationData:

@@ -13,21 +13,26 @@ edgeseg=.venv/bin/edgeseg
 
 CALIB="${EDGESEG_CALIB:-calib_data/camvid-train-256}"
 
-echo "== 1/5 evaluate $MODEL on CamVid val"
+echo "== 1/6 evaluate $MODEL on CamVid val"
 $edgeseg eval "$MODEL" --data "$DATA" --split val --json "$OUT/eval/camvid_val.json"
 
-echo "== 2/5 segment a few CamVid val frames"
+echo "== 2/6 segment a few CamVid val frames"
 rm -rf "$OUT/predict"
 $edgeseg predict "$MODEL" "$CAMVID/images/val/0016E5_080[0-4]*.jpg" --out "$OUT/predict"
 
-echo "== 3/5 export FP32, FP16 and INT8 ONNX + TensorRT calibration cache, with the parity and fidelity proofs"
+echo "== 3/6 export FP32, FP16 and INT8 ONNX + TensorRT calibration cache, with the parity and fidelity proofs"
 $edgeseg export "$MODEL" --out "$OUT/export" --data "$DATA" --precision fp32,fp16,int8 --calib "$CALIB" --exist-ok
 
-echo "== 4/5 benchmark the exported models against PyTorch (360x480, 2 threads, CamVid val frames)"
+echo "== 4/6 verify the FP16 and INT8 models against the PyTorch reference labels in the bundle (as on the device)"
+for precision in fp16 int8; do
+    $edgeseg verify "$OUT/export/model.$precision.onnx" --threads 2 --json "$OUT/verify/$precision.json"
+done
+
+echo "== 5/6 benchmark the exported models against PyTorch (360x480, 2 threads, CamVid val frames)"
 $edgeseg bench "$OUT/export/model.fp32.onnx" "$OUT/export/model.int8.onnx" "$OUT/export/model.int8.qdq.onnx" "$MODEL" \
     --threads 2 --iters 20 --warmup 3 --data "$DATA" --json "$OUT/bench/bench.json"
 
-echo "== 5/5 live-video pipeline: the INT8 model over a 480x360 clip of CamVid val frames, into an mp4"
+echo "== 6/6 live-video pipeline: the INT8 model over a 480x360 clip of CamVid val frames, into an mp4"
 .venv/bin/python scripts/make_clip.py --camvid "$CAMVID" --out "$OUT/video/camvid_val_clip.mp4"
 $edgeseg run "$OUT/export/model.int8.onnx" --source "$OUT/video/camvid_val_clip.mp4" --out "$OUT/video/camvid_val_int8.mp4" \
     --no-show --threads 2 --json "$OUT/video/run.json"

@@ -8,4 +8,7 @@ if ! command -v ffmpeg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && 
     apt-get install -y -q ffmpeg >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q ffmpeg >/dev/null 2>&1) \
         || echo "note: could not install ffmpeg; the live-stream test will be skipped"
 fi
+# tensorrt-stubs for the type check of the TensorRT modules, into .typecheck/stubs only (never the venv).
+# Exit 3 means the package index is unreachable: tests/test_typecheck_trt.py then skips, saying so.
+.venv/bin/python scripts/trt_stubs.py || [ $? -eq 3 ]
 exec .venv/bin/python -m pytest -q -rs "$@"

@@ -334,3 +334,37 @@ def test_train_augment_flips_and_scales() -> None:
     assert flips == {"flip", "same"}
     _, small = train_augment(image, label, (60, 80), np.random.default_rng(0), 11, scale_range=(0.5, 0.5))
     assert (small == 11).sum() == 60 * 80 - 30 * 40
+
+
+def test_colour_jitter_strength() -> None:
+    image, label = sample()
+    for seed in range(4):  # strength 0: the image's own pixels, at most flipped
+        out, _ = train_augment(image, label, (60, 80), np.random.default_rng(seed), 11, scale_range=(1.0, 1.0), jitter=0)
+        assert np.array_equal(out, image) or np.array_equal(out, image[:, ::-1])
+    grey = np.full((60, 80, 3), 128, np.uint8)
+    spread = []
+    for strength in (0.5, 2.0):
+        means = [
+            train_augment(grey, label, (60, 80), np.random.default_rng(seed), 11, scale_range=(1.0, 1.0), jitter=strength)[0].mean()
+            for seed in range(16)
+        ]
+        spread.append(np.std(means))
+    assert spread[1] > 2 * spread[0] > 0  # brightness varies more at a higher strength
+
+
+def test_class_weighting_modes(tmp_path: Path) -> None:
+    data = open_camvid(camvid_tree(tmp_path))
+    counts = data.class_pixel_counts().astype(np.float64)
+    median = data.median_frequency_weights()
+    assert np.allclose(data.class_weights("sqrt-median-freq"), np.sqrt(median))
+    assert np.allclose(data.class_weights("log"), 1 / np.log(1.02 + counts / counts.sum()))
+    assert data.class_weights("none") is None and np.array_equal(data.class_weights("median-freq"), median)
+    with pytest.raises(ValueError):
+        data.class_weights("inverse")
+
+
+@needs_camvid
+def test_camvid_log_weights_are_bounded(camvid_train: SegmentationData) -> None:
+    weights = camvid_train.class_weights("log")
+    assert weights.dtype == np.float32 and np.all(weights > 0) and weights.max() < 1 / np.log(1.02)
+    assert weights[10] > weights[2] > weights[3]  # Bicyclist (0.3 %) > Pole (1.0 %) > Road (31.7 %)

@@ -43,7 +43,7 @@ def _initializers(path):
 def test_all_artefacts_written_with_their_precision(exported):
     names = sorted(p.name for p in exported.onnx_path.parent.iterdir())
     assert names == sorted(["model.fp32.onnx", "model.fp16.onnx", "model.int8.qdq.onnx", "model.int8.onnx",
-                            "model.calib.cache", "model.calib.json", "parity.json", "fidelity.json", "export.json"])  # fmt: skip
+                            "model.calib.cache", "model.calib.json", "parity.json", "fidelity.json", "export.json", "verify"])  # fmt: skip
     for key, precision in (("fp32", "fp32"), ("fp16", "fp16"), ("int8_qdq", "int8"), ("int8", "int8")):
         assert read_meta(exported.files[key])[1]["precision"] == precision
 
@@ -241,9 +241,9 @@ def test_engine_without_tensorrt_is_one_line_naming_the_extra(small_checkpoint, 
 
 
 def test_amax_ranges_feed_set_dynamic_range(exported):
-    from edgeseg.export import _amax_ranges
+    from edgeseg.build import read_amax_ranges
 
-    amax = _amax_ranges(exported.files["calib_ranges"])
+    amax = read_amax_ranges(exported.files["calib_ranges"])
     _, scales = read_calibration_cache(exported.files["calib_cache"])
     assert set(amax) == set(scales)
     assert amax["images"] == pytest.approx(127 * scales["images"], rel=1e-5)

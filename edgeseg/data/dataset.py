@@ -18,6 +18,7 @@ from edgeseg.data.spec import DatasetSpec
 from edgeseg.errors import EdgesegError
 
 SHOW = 3  # offending files named in one error message
+CLASS_WEIGHTINGS = ("none", "median-freq", "sqrt-median-freq", "log")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -108,6 +109,34 @@ class SegmentationData:
             freq = counts.sum(axis=0)[seen] / denominator[seen]
             weights[seen] = np.median(freq) / freq
         return weights.astype(np.float32)
+
+    def sqrt_median_frequency_weights(self) -> np.ndarray:
+        """The square root of the median-frequency weights: rare classes still count more, big ones less pushed down."""
+        return np.sqrt(self.median_frequency_weights()).astype(np.float32)
+
+    def log_frequency_weights(self, c: float = 1.02) -> np.ndarray:
+        """ENet's weights (Paszke et al. 2016): 1 / ln(c + p), p the class's share of labelled pixels, float32.
+
+        Bounded by 1 / ln(c) (about 50.5 for c = 1.02), so very rare classes cannot take over the loss.
+        A class that never appears gets weight 0, as in median_frequency_weights.
+        """
+        counts = self.class_pixel_counts().astype(np.float64)
+        weights = np.zeros(self.spec.num_classes, dtype=np.float64)
+        seen = counts > 0
+        if seen.any():
+            weights[seen] = 1.0 / np.log(c + counts[seen] / counts.sum())
+        return weights.astype(np.float32)
+
+    def class_weights(self, mode: str) -> np.ndarray | None:
+        """Loss weights by ``mode`` (one of CLASS_WEIGHTINGS); None for "none"."""
+        if mode not in CLASS_WEIGHTINGS:
+            raise ValueError(f"unknown class weighting {mode!r}; choose one of {CLASS_WEIGHTINGS}")
+        makers = {
+            "median-freq": self.median_frequency_weights,
+            "sqrt-median-freq": self.sqrt_median_frequency_weights,
+            "log": self.log_frequency_weights,
+        }
+        return makers[mode]() if mode in makers else None
 
     def _mapped_counts(self) -> np.ndarray:
         """Per label, class pixel counts after label_map: int64 (len(pairs), num_classes)."""

@@ -1,11 +1,17 @@
-"""Where a split's (image, label) files are, for each supported folder layout."""
+"""Where a split's (image, label) files are, for each supported folder layout, and derived splits.
+
+A derived split (``[splits.NAME]`` in the dataset TOML) takes a subset of one physical split's frames, chosen by
+sequence or by frame name. A frame's name is its image file's stem (Cityscapes: without ``_leftImg8bit``); its
+sequence is the name up to the first ``_`` (CamVid ``0016E5_07959`` -> ``0016E5``; Cityscapes: the city).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgeseg.errors import EdgesegError
 from edgeseg.images import IMAGE_SUFFIXES, is_image
@@ -42,6 +48,13 @@ def list_pairs(spec: DatasetSpec, split: str) -> list[tuple[Path, Path]]:
 
 
 def scan_split(spec: DatasetSpec, split: str) -> SplitListing:
+    derived = derived_split(spec, split)
+    if derived is None:
+        return _scan_physical(spec, split)
+    return _select(spec, derived, _scan_physical(spec, _check_source(spec, derived)))
+
+
+def _scan_physical(spec: DatasetSpec, split: str) -> SplitListing:
     scanners = {"folder": _scan_folder, "voc": _scan_voc, "cityscapes": _scan_cityscapes}
     return scanners[spec.layout](spec, split)
 
@@ -92,7 +105,7 @@ def _voc_ids(spec: DatasetSpec, split: str) -> list[str]:
     sets = spec.root / "ImageSets" / "Segmentation"
     path = sets / f"{split}.txt"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in sets.glob("*.txt"))) or "none"
+        known = ", ".join(sorted(p.stem for p in sets.glob("*.txt")) + _derived_names(spec)) or "none"
         raise EdgesegError(f"--data {spec.name}: no split file {path} (splits here: {known}); pick one of those splits")
     ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     return sorted(set(ids))
@@ -123,7 +136,7 @@ def _split_dir(spec: DatasetSpec, parent: Path, split: str) -> Path:
             f"--data {spec.name}: no folder {parent}; the {spec.layout} layout needs {LAYOUT_NEEDS[spec.layout]} "
             f"under {spec.root}"
         )
-    known = ", ".join(sorted(p.name for p in parent.iterdir() if p.is_dir())) or "none"
+    known = ", ".join(sorted(p.name for p in parent.iterdir() if p.is_dir()) + _derived_names(spec)) or "none"
     raise EdgesegError(f"--data {spec.name}: no folder {folder} (splits here: {known}); pick one of those splits")
 
 
@@ -148,3 +161,207 @@ def _match(
     lonely_images = sorted(images[key] for key in images.keys() - labels.keys())
     lonely_labels = sorted(labels[key] for key in labels.keys() - images.keys())
     return SplitListing(pairs, lonely_images, lonely_labels, image_dir, label_dir, label_hint, image_hint)
+
+
+# --- derived splits -------------------------------------------------------------------
+SPLIT_KEYS = ("from", "sequences", "exclude_sequences", "frames", "exclude_frames")
+SELECTORS = SPLIT_KEYS[1:]
+SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SHOW = 3  # names shown in one error message
+SHOW_SEQUENCES = 12
+
+
+@dataclass(frozen=True)
+class SplitDef:
+    """``[splits.NAME]``: the frames of physical split ``source`` whose sequence (or name) is, or is not, listed."""
+
+    name: str
+    source: str
+    selector: str  # one of SELECTORS
+    names: tuple[str, ...]
+
+    @property
+    def by_sequence(self) -> bool:
+        return self.selector.endswith("sequences")
+
+    @property
+    def excludes(self) -> bool:
+        return self.selector.startswith("exclude_")
+
+    def keeps(self, frame: str) -> bool:
+        key = sequence_of(frame) if self.by_sequence else frame
+        return (key in self.names) != self.excludes
+
+    def describe(self) -> str:
+        return f"from {self.source}, {self.selector} {_shown(self.names, SHOW)}"
+
+
+def frame_name(path: Path) -> str:
+    """The frame an image or label file shows: its stem, without Cityscapes' ``_leftImg8bit``/``_gtFine_labelIds``."""
+    for suffix in (CITYSCAPES_IMAGE, CITYSCAPES_LABEL):
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
+
+
+def sequence_of(frame: str) -> str:
+    """The recording a frame belongs to: its name up to the first ``_`` (CamVid ``0006R0_f02400`` -> ``0006R0``)."""
+    return frame.split("_", 1)[0]
+
+
+def derived_split(spec: DatasetSpec, split: str) -> SplitDef | None:
+    return next((d for d in spec.splits if d.name == split), None)
+
+
+def parse_splits(value: Any, source: str) -> tuple[SplitDef, ...]:
+    """The dataset TOML's ``[splits.NAME]`` tables, checked without touching the disk."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(isinstance(table, dict) for table in value.values()):
+        raise EdgesegError(
+            f"{source}: 'splits' must hold tables, e.g. [splits.heldout] with from = \"train\", sequences = [\"0006R0\"]"
+        )
+    splits = tuple(_parse_split(name, table, source) for name, table in value.items())
+    for split in splits:
+        if split.source in value:
+            raise EdgesegError(
+                f"{source}: [splits.{split.name}] takes its frames from '{split.source}', another derived split; "
+                "name a physical split (a folder or split file) in 'from'"
+            )
+    _check_held_out_pairs(splits, source)
+    return splits
+
+
+def _parse_split(name: str, table: dict[str, Any], source: str) -> SplitDef:
+    where = f"{source}: [splits.{name}]"
+    if not SPLIT_NAME.fullmatch(name):
+        raise EdgesegError(f"{where}: a split name takes letters, digits, '.', '_' and '-' only; rename it")
+    unknown = sorted(set(table) - set(SPLIT_KEYS))
+    if unknown:
+        raise EdgesegError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(SPLIT_KEYS)}")
+    origin = table.get("from")
+    if not isinstance(origin, str) or not origin or origin == name:
+        raise EdgesegError(f"{where}: needs from = \"SPLIT\", the physical split its frames come from (e.g. \"train\")")
+    chosen = [key for key in SELECTORS if key in table]
+    if len(chosen) != 1:
+        raise EdgesegError(f"{where}: give exactly one of {', '.join(SELECTORS)}")
+    selector = chosen[0]
+    names = table[selector]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise EdgesegError(f"{where}: {selector} must be a list of names (strings)")
+    if not names:
+        raise EdgesegError(f"{where}: {selector} is empty, so the split names no frame; list at least one name")
+    return SplitDef(name, origin, selector, tuple(dict.fromkeys(names)))
+
+
+def _check_held_out_pairs(splits: Sequence[SplitDef], source: str) -> None:
+    """A ``sequences`` split and an ``exclude_sequences`` split of one source that name a common sequence are a
+    training/held-out pair: the second must exclude everything the first takes. Same for frames/exclude_frames."""
+    for taken in (s for s in splits if not s.excludes):
+        for rest in splits:
+            if not rest.excludes or (rest.source, rest.by_sequence) != (taken.source, taken.by_sequence):
+                continue
+            leaked = [n for n in taken.names if n not in rest.names]
+            if leaked and len(leaked) < len(taken.names):
+                kind = "sequence" if taken.by_sequence else "frame"
+                raise EdgesegError(
+                    f"{source}: [splits.{taken.name}] and [splits.{rest.name}] overlap: {kind}(s) {_shown(leaked, SHOW)} "
+                    f"are in both; add them to {rest.name}'s {rest.selector} or drop them from {taken.name}'s "
+                    f"{taken.selector}"
+                )
+
+
+def physical_splits(spec: DatasetSpec) -> list[str]:
+    """The splits that exist as folders (folder, cityscapes) or split files (voc)."""
+    if spec.layout == "voc":
+        return sorted(p.stem for p in (spec.root / "ImageSets" / "Segmentation").glob("*.txt"))
+    parent = spec.root / ("images" if spec.layout == "folder" else "leftImg8bit")
+    return sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+
+
+def _check_source(spec: DatasetSpec, derived: SplitDef) -> str:
+    physical = physical_splits(spec)
+    if physical and derived.source not in physical:
+        raise EdgesegError(
+            f"--data {spec.name}: split '{derived.name}' takes its frames from '{derived.source}', which is not a "
+            f"split here (splits: {', '.join(physical)}); fix its 'from'"
+        )
+    return derived.source  # no split at all: the layout's own scan says which folder is missing
+
+
+def _select(spec: DatasetSpec, derived: SplitDef, listing: SplitListing) -> SplitListing:
+    lonely = [*listing.images_without_label, *listing.labels_without_image]
+    frames = [frame_name(image) for image, _ in listing.pairs] + [frame_name(path) for path in lonely]
+    sequences = sorted({sequence_of(frame) for frame in frames})
+    known = set(sequences if derived.by_sequence else frames)
+    unknown = [name for name in derived.names if name not in known]
+    prefix = f"--data {spec.name}: split '{derived.name}'"
+    if unknown and derived.by_sequence:
+        raise EdgesegError(
+            f"{prefix} names sequence(s) {_shown(unknown, SHOW)} that '{derived.source}' does not have "
+            f"(its sequences: {_shown(sequences, SHOW_SEQUENCES)}); fix {derived.selector}"
+        )
+    if unknown:
+        raise EdgesegError(
+            f"{prefix} names {len(unknown)} frame(s) that '{derived.source}' does not have "
+            f"(first: {_shown(unknown, SHOW)}); list image file stems of that split in {derived.selector}"
+        )
+
+    def keep(path: Path) -> bool:
+        return derived.keeps(frame_name(path))
+
+    pairs = [pair for pair in listing.pairs if keep(pair[0])]
+    if not pairs:
+        raise EdgesegError(
+            f"{prefix} ({derived.describe()}) names no frame; '{derived.source}' has sequences "
+            f"{_shown(sequences, SHOW_SEQUENCES) or 'none'}; keep at least one"
+        )
+    return replace(
+        listing,
+        pairs=pairs,
+        images_without_label=[p for p in listing.images_without_label if keep(p)],
+        labels_without_image=[p for p in listing.labels_without_image if keep(p)],
+        ids_without_files=tuple(i for i in listing.ids_without_files if derived.keeps(i)),
+    )
+
+
+def check_train_val_splits(spec: DatasetSpec, train: str, val: str) -> str | None:
+    """The rule for ``edgeseg train``: the training and validation splits share no frame, and no sequence when
+    either is chosen by sequence. Two other splits that share a sequence are allowed (CamVid's own train and val);
+    then, if the data set defines sequence splits (so its sequences mean something), a note says so."""
+    if train == val:
+        raise EdgesegError(f"--val-split {val}: is also --train-split; validate on a split the model does not train on")
+    train_frames = {frame_name(image) for image, _ in list_pairs(spec, train)}
+    val_frames = {frame_name(image) for image, _ in list_pairs(spec, val)}
+    shared = sorted(train_frames & val_frames)
+    if shared:
+        raise EdgesegError(
+            f"--val-split {val}: {len(shared)} of its frames are also in --train-split {train} "
+            f"(first: {', '.join(shared[:SHOW])}); pick splits that share no frame (see [splits] in the dataset TOML)"
+        )
+    common = sorted({sequence_of(f) for f in train_frames} & {sequence_of(f) for f in val_frames})
+    if not common:
+        return None
+    chosen = [d for d in (derived_split(spec, train), derived_split(spec, val)) if d is not None and d.by_sequence]
+    if chosen:
+        raise EdgesegError(
+            f"--val-split {val}: shares sequence(s) {_shown(common, SHOW)} with --train-split {train}, and "
+            f"split '{chosen[0].name}' is chosen by sequence; exclude them from the training split"
+        )
+    by_sequence = [d.name for d in spec.splits if d.by_sequence]
+    if by_sequence:
+        return (
+            f"note: --val-split {val} shares sequence(s) {_shown(common, SHOW)} with --train-split {train}: "
+            "neighbouring frames of one recording are near-duplicates, so validation flatters the model; "
+            f"the dataset's sequence splits ({', '.join(by_sequence)}) hold recordings out"
+        )
+    return None
+
+
+def _derived_names(spec: DatasetSpec) -> list[str]:
+    return [f"{d.name} (derived)" for d in spec.splits]
+
+
+def _shown(names: Sequence[str], limit: int) -> str:
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

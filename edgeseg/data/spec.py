@@ -17,6 +17,9 @@ The TOML description (the shipped presets in ``edgeseg/data/presets/`` are examp
     # root = "."             # optional, relative to this file; default: this file's folder
     # [label_map]            # optional: raw label value -> class id (or ignore_index);
     # 7 = 0                  # unlisted raw values become ignore_index
+    # [splits.heldout]       # optional: a split derived from a physical one (see layouts.py), chosen by
+    # from = "train"         # sequence (sequences / exclude_sequences) or by frame stem (frames / exclude_frames)
+    # sequences = ["0006R0"]
 
 Layouts (see ``layouts.py``):
 
@@ -29,17 +32,18 @@ Layouts (see ``layouts.py``):
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edgeseg._toml import tomllib
+from edgeseg.data.layouts import SplitDef, parse_splits
 from edgeseg.errors import EdgesegError
 
 LAYOUTS = ("folder", "voc", "cityscapes")
-TOML_KEYS = ("name", "layout", "ignore_index", "classes", "palette", "root", "label_map")
+TOML_KEYS = ("name", "layout", "ignore_index", "classes", "palette", "root", "label_map", "splits")
 DATASET_TOML = "dataset.toml"
+PRESETS = Path(__file__).resolve().parent / "presets"  # package data; a plain folder on Python 3.8 too
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class DatasetSpec:
     palette: tuple[tuple[int, int, int], ...]
     ignore_index: int
     label_map: tuple[int, ...] | None = None
+    splits: tuple[SplitDef, ...] = ()  # derived splits ([splits.NAME] tables)
 
     @property
     def num_classes(self) -> int:
@@ -71,8 +76,7 @@ class DatasetSpec:
 
 
 def preset_names() -> tuple[str, ...]:
-    folder = resources.files("edgeseg.data") / "presets"
-    return tuple(sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml")))
+    return tuple(sorted(p.name[: -len(".toml")] for p in PRESETS.iterdir() if p.name.endswith(".toml")))
 
 
 def resolve_dataset(data: str) -> DatasetSpec:
@@ -114,7 +118,7 @@ def _from_preset(data: str, name: str, root: str) -> DatasetSpec:
             f"--data {data}: unknown preset '{name}'; choose one of {', '.join(preset_names())}, "
             f"or pass a .toml file or a folder containing {DATASET_TOML}"
         )
-    table = tomllib.loads((resources.files("edgeseg.data") / "presets" / f"{name}.toml").read_text())
+    table = tomllib.loads((PRESETS / f"{name}.toml").read_text())
     table.pop("root", None)
     return _spec_from_table(table, f"--data {data}", Path(root).expanduser().resolve(), name)
 
@@ -148,7 +152,8 @@ def _spec_from_table(table: dict[str, Any], source: str, root: Path, default_nam
     ignore_index = _ignore_index(table["ignore_index"], len(classes), source)
     label_map = _label_map(table.get("label_map"), len(classes), ignore_index, source)
     root = _existing_root(root, layout, source)
-    return DatasetSpec(name, layout, root, classes, palette, ignore_index, label_map)
+    splits = parse_splits(table.get("splits"), source)
+    return DatasetSpec(name, layout, root, classes, palette, ignore_index, label_map, splits)
 
 
 def _classes(value: Any, source: str) -> tuple[str, ...]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-BRIGHTNESS = 0.25  # factor drawn from 1 +- this
+BRIGHTNESS = 0.25  # factor drawn from 1 +- this (times the jitter strength)
 CONTRAST = 0.25
 SATURATION = 0.3
 HUE_DEGREES = 9.0
+MAX_JITTER = 3.0  # strength at which the saturation factor's range, 1 +- 0.9, nears 0
 
 
 def train_augment(
@@ -19,10 +20,12 @@ def train_augment(
     ignore_index: int,
     scale_range: tuple[float, float] = (0.5, 2.0),
     pad_value: int = 128,
+    jitter: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random scale, pad to crop_hw (image with pad_value, label with ignore_index), random crop, h-flip, jitter.
 
     ``image`` is RGB uint8 HxWx3, ``label`` uint8 HxW; returns the same dtypes at ``crop_hw``.
+    ``jitter`` scales the colour jitter's ranges (1: the defaults above; 0: no colour change).
     """
     _check_inputs(image, label, crop_hw)
     image, label = random_scale(image, label, rng, scale_range)
@@ -30,8 +33,9 @@ def train_augment(
     image, label = random_crop(image, label, crop_hw, rng)
     if rng.random() < 0.5:
         image, label = image[:, ::-1], label[:, ::-1]
-    image = colour_jitter(image, rng)
-    return image, np.array(label, dtype=np.uint8, copy=True)
+    if jitter > 0:
+        image = colour_jitter(image, rng, jitter)
+    return np.ascontiguousarray(image), np.array(label, dtype=np.uint8, copy=True)
 
 
 def random_scale(
@@ -70,12 +74,14 @@ def random_crop(
     return image[window], label[window]
 
 
-def colour_jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Modest brightness, contrast, saturation and hue changes; RGB uint8 in and out."""
-    brightness = rng.uniform(1 - BRIGHTNESS, 1 + BRIGHTNESS)
-    contrast = rng.uniform(1 - CONTRAST, 1 + CONTRAST)
-    saturation = rng.uniform(1 - SATURATION, 1 + SATURATION)
-    hue_shift = rng.uniform(-HUE_DEGREES, HUE_DEGREES)
+def colour_jitter(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Brightness, contrast, saturation and hue changes, their ranges scaled by ``strength``; RGB uint8 in and out."""
+    if not 0 <= strength <= MAX_JITTER:
+        raise ValueError(f"jitter strength must be in [0, {MAX_JITTER}], got {strength}")
+    brightness = rng.uniform(1 - BRIGHTNESS * strength, 1 + BRIGHTNESS * strength)
+    contrast = rng.uniform(1 - CONTRAST * strength, 1 + CONTRAST * strength)
+    saturation = rng.uniform(1 - SATURATION * strength, 1 + SATURATION * strength)
+    hue_shift = rng.uniform(-HUE_DEGREES * strength, HUE_DEGREES * strength)
     pixels = image.astype(np.float32)
     mean = pixels.mean()
     pixels = ((pixels - mean) * contrast + mean) * brightness

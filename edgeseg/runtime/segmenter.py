@@ -33,7 +33,7 @@ class Segmenter:
 
     @classmethod
     def load(
-        cls, path: str | Path, backend: str = "auto", device: str = "cpu", batch_size: int = 1, **options: object
+        cls, path: str | Path, backend: str = "auto", device: str | None = None, batch_size: int = 1, **options: object
     ) -> "Segmenter":
         return cls(open_backend(path, backend=backend, device=device, **options), batch_size)
 

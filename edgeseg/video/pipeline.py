@@ -5,18 +5,32 @@
   A file or folder hands every frame over (a bounded queue makes it wait), unless ``realtime``
   paces it at its own frame rate and lets frames drop the way a camera would.
 - inference thread: pre-processing and the model (the backend releases the GIL while it runs).
-- main thread: post-processing, drawing and the sinks; it also owns the window and Ctrl-C.
+- main thread: post-processing, drawing and the sinks; it also owns the window and the signals.
 A live source that drops is reopened with backoff. On any way out every sink is closed, so
 the recorded file plays.
+
+SIGINT (Ctrl-C), SIGTERM (``docker stop``, systemd) and SIGHUP (a closed terminal) end the run
+the way q does: capture stops, the frames already read are dropped, every sink is closed and
+the recording is renamed to its final name. The statistics say which signal stopped the run and
+``exit_code`` gives the conventional 128 + N (130, 143, 129); 0 for the end of the input, q,
+--max-frames or a lost stream. The handlers are installed for the run only, when it runs in the
+main thread, and the previous ones restored after.
+
+The statistics keep each per-frame value in fixed memory (``StreamingStats``), so a run of
+days does not grow.
 """
 
 from __future__ import annotations
 
+import math
 import queue
+import signal
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +41,76 @@ from edgeseg.fileio import write_json
 from edgeseg.runtime import Segmenter
 from edgeseg.runtime.preprocess import Preprocessor, to_bgr8
 from edgeseg.video.render import Renderer
-from edgeseg.video.sinks import DisplaySink, VideoSink, open_sink
+from edgeseg.video.sinks import DisplaySink, VideoSink, check_output, open_sink
 from edgeseg.video.sources import Frame, VideoSource, open_source
 
 END = None  # queue sentinel: no more frames
 QUEUE_DEPTH = 4
 POLL_S = 0.05
+HUD_WINDOW = 30  # frames averaged in the heads-up line
+STOP_SIGNALS = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}  # name -> exit code, 128 + the signal's number
+
+
+class StreamingStats:
+    """Count, mean, min, max and quantiles of a stream of non-negative values, in fixed memory.
+
+    Quantiles come from a histogram with logarithmic buckets (as in DDSketch): a value x in
+    [LOW, HIGH] falls in bucket i with gamma^(i-1) < x <= gamma^i, reported as 2 gamma^i / (gamma + 1).
+    So every quantile is within RELATIVE_ERROR (0.5 %) of the sample's own quantile (the
+    "lower" order statistic, numpy's method="lower"), however many values came in; the mean,
+    min and max are exact. The histogram is about 2,300 counters (18 KB), whatever the run length.
+    """
+
+    RELATIVE_ERROR = 0.005
+    LOW, HIGH = 1e-3, 1e7  # in the caller's unit (ms here: 1 us to 2.8 hours); outside, clamped to min/max
+
+    def __init__(self, recent: int = HUD_WINDOW) -> None:
+        self.gamma = (1 + self.RELATIVE_ERROR) / (1 - self.RELATIVE_ERROR)
+        self._log_gamma = math.log(self.gamma)
+        self._offset = math.ceil(math.log(self.LOW) / self._log_gamma)  # bucket 0 holds values <= LOW
+        buckets = math.ceil(math.log(self.HIGH) / self._log_gamma) - self._offset + 2
+        self.counts = np.zeros(buckets, np.int64)
+        self.count, self.total = 0, 0.0
+        self.min, self.max = math.inf, -math.inf
+        self.recent: deque[float] = deque(maxlen=recent)
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        self.min, self.max = min(self.min, value), max(self.max, value)
+        self.recent.append(value)
+        self.counts[self._bucket(value)] += 1
+
+    def _bucket(self, value: float) -> int:
+        if value <= self.LOW:
+            return 0
+        index = math.ceil(math.log(value) / self._log_gamma) - self._offset
+        return min(index, len(self.counts) - 1)
+
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None
+
+    def recent_mean(self) -> float:
+        return statistics.fmean(self.recent) if self.recent else 0.0
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile (0..1) of every value added, within RELATIVE_ERROR."""
+        if not self.count:
+            return None
+        rank = math.floor(q * (self.count - 1))
+        bucket = int(np.searchsorted(np.cumsum(self.counts), rank, side="right"))
+        if bucket == 0:
+            return self.min
+        if bucket == len(self.counts) - 1:
+            return self.max
+        value = 2 * self.gamma ** (bucket + self._offset) / (self.gamma + 1)
+        return min(max(value, self.min), self.max)
+
+    def summary(self) -> dict:
+        if not self.count:
+            return {"count": 0, "mean": None, "p50": None, "p90": None, "p95": None, "p99": None, "max": None}
+        return {"count": self.count, "mean": self.mean(), "p50": self.quantile(0.5), "p90": self.quantile(0.9),
+                "p95": self.quantile(0.95), "p99": self.quantile(0.99), "max": self.max}  # fmt: skip
 
 
 @dataclass
@@ -45,8 +123,8 @@ class RunStats:
     finished: float | None = None
     first_done: float | None = None  # when the first frame left the pipeline
     last_done: float | None = None
-    model_ms: list[float] = field(default_factory=list)
-    latency_ms: list[float] = field(default_factory=list)  # capture -> written/displayed
+    model_ms: StreamingStats = field(default_factory=StreamingStats)
+    latency_ms: StreamingStats = field(default_factory=StreamingStats)  # capture -> written/displayed
     stopped_by: str = "end of input"
 
     def fps(self) -> float:
@@ -66,7 +144,8 @@ class RunStats:
         return {"frames_in": self.frames_in, "processed": self.processed, "dropped": self.dropped,
                 "reconnects": self.reconnects, "fps": self.fps(), "stopped_by": self.stopped_by,
                 "wall_seconds": (self.finished or time.perf_counter()) - self.started,
-                "model_latency_ms": _summary(self.model_ms), "capture_to_display_ms": _summary(self.latency_ms)}  # fmt: skip
+                "model_latency_ms": self.model_ms.summary(), "capture_to_display_ms": self.latency_ms.summary(),
+                "exit_code": STOP_SIGNALS.get(self.stopped_by, 0)}  # fmt: skip
 
 
 class _Mailbox:
@@ -123,37 +202,89 @@ def run_video(
     reconnect_attempts: int = 5,
     stats_json: Path | None = None,
     spin: bool = False,
+    exist_ok: bool = False,
+    on_frame: Callable[[RunStats], None] | None = None,
 ) -> dict:
     """Segment a video source into the sinks; returns (and prints) the run's statistics.
 
     ``spin=False`` lets ONNX Runtime's idle threads sleep, which leaves those moments to the
     capture and drawing threads that share the CPU with the model (see benchmarks/video_fps.py).
+    ``exist_ok``: replace an existing video file, or delete a folder's old frame_*.png first.
+    ``on_frame`` is called in the main thread after each frame is written (benchmarks sample memory there).
+    The report's ``exit_code`` says how the run ended (see the module's text); a write failure raises.
     """
     if not sinks:
         raise EdgesegError("edgeseg run: no output; pass --out FILE_OR_FOLDER, or leave --show on")
+    for uri in sinks:  # before the model loads: a refused output costs nothing
+        check_output(uri, exist_ok)
     options = {"spin": spin, **({"threads": threads} if threads else {})}
-    with Segmenter.load(model, backend=backend, device=device, **options) as segmenter:
+    with _stop_on_signals() as stop, Segmenter.load(model, backend=backend, device=device, **options) as segmenter:
         renderer = Renderer(segmenter.meta, mode, alpha, legend, hud, ignore_classes)
         source = open_source(source_uri, width=width, height=height, fps=fps, loop=loop)
         try:
-            outputs = [open_sink(uri, source.fps) for uri in sinks]
-            stats = _Run(segmenter, renderer, source, outputs, realtime, max_frames, reconnect_attempts).go()
+            outputs = [open_sink(uri, source.fps, exist_ok=exist_ok) for uri in sinks]
+            run = _Run(segmenter, renderer, source, outputs, realtime, max_frames, reconnect_attempts, stop, on_frame)
+            stats = run.go()
         finally:
             source.close()
     report = {"source": source_uri, "sinks": list(sinks), **stats.to_dict()}
-    print(format_stats(report))
+    print(format_stats(report), flush=True)
     if stats_json is not None:
-        write_json(stats_json, report)
+        try:
+            write_json(stats_json, report)
+        except OSError as err:
+            raise EdgesegError(f"--json {stats_json}: cannot be written ({err.strerror}); choose a writable path") from None
     return report
+
+
+class _StopEvent(threading.Event):
+    """Set when the run must stop; ``signal`` names the signal that set it, if one did."""
+
+    signal: str | None = None
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[_StopEvent]:
+    """SIGINT, SIGTERM and SIGHUP set the run's stop event instead of ending the process; restored after."""
+    stop = _StopEvent()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield stop
+        return
+
+    def handler(number: int, _frame) -> None:
+        if stop.signal is None:
+            stop.signal = signal.Signals(number).name
+        stop.set()
+
+    previous = {}
+    for name in STOP_SIGNALS:
+        number = getattr(signal, name, None)  # no SIGHUP on Windows
+        if number is not None:
+            previous[number] = signal.signal(number, handler)
+    try:
+        yield stop
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def exit_code(report: dict) -> int:
+    """0 for a run that ended by itself or on q, 128 + N for one stopped by signal N."""
+    return STOP_SIGNALS.get(report.get("stopped_by", ""), 0)
 
 
 class _Run:
     def __init__(self, segmenter: Segmenter, renderer: Renderer, source: VideoSource, sinks: list[VideoSink],
-                 realtime: bool, max_frames: int | None, reconnect_attempts: int) -> None:  # fmt: skip
+                 realtime: bool, max_frames: int | None, reconnect_attempts: int, stop: _StopEvent | None = None,
+                 on_frame: Callable[[RunStats], None] | None = None) -> None:  # fmt: skip
         self.segmenter, self.renderer, self.source, self.sinks = segmenter, renderer, source, sinks
         self.realtime, self.max_frames, self.reconnect_attempts = realtime, max_frames, reconnect_attempts
         self.stats = RunStats()
-        self.stop = threading.Event()
+        self.stop = stop if stop is not None else _StopEvent()
+        self.on_frame = on_frame
+        for sink in sinks:
+            if isinstance(sink, DisplaySink):
+                sink.stop = self.stop
         self.frames = _Mailbox(source.is_live or realtime, self.stats)
         self.preprocessor = Preprocessor(segmenter.meta.preprocess, segmenter.meta.input_size)
         self.results: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -166,16 +297,20 @@ class _Run:
             worker.start()
         try:
             self._render()
-        except KeyboardInterrupt:
-            self.stats.stopped_by = "Ctrl-C"
+        except KeyboardInterrupt:  # no handler installed (not the main thread)
+            self.stop.signal = self.stop.signal or "SIGINT"
         finally:
             self.stop.set()
             for worker in workers:
                 worker.join(timeout=10)
-            self._close_sinks()
+            failure = self._close_sinks()
             self.stats.finished = time.perf_counter()
+            if self.stop.signal is not None:
+                self.stats.stopped_by = self.stop.signal
         if self.error is not None:
             raise self.error
+        if failure is not None:
+            raise failure
         return self.stats
 
     def _guard(self, body) -> None:
@@ -234,7 +369,7 @@ class _Run:
             frame, batch, places = item
             begin = time.perf_counter()
             outputs = self.segmenter.backend.infer(batch)
-            self.stats.model_ms.append(1000 * (time.perf_counter() - begin))
+            self.stats.model_ms.add(1000 * (time.perf_counter() - begin))
             self._hand_over((frame, outputs, places))
         self._hand_over(END)
 
@@ -261,30 +396,26 @@ class _Run:
             for sink in self.sinks:
                 sink.write(image)
             self.stats.done()
-            self.stats.latency_ms.append(1000 * (time.perf_counter() - frame.captured))
+            self.stats.latency_ms.add(1000 * (time.perf_counter() - frame.captured))
+            if self.on_frame is not None:
+                self.on_frame(self.stats)
             if any(isinstance(s, DisplaySink) and s.quit for s in self.sinks):
                 self.stats.stopped_by = "q"
                 return
 
     def _hud_text(self) -> str:
-        recent = self.stats.model_ms[-30:]
-        latency = self.stats.latency_ms[-30:]
-        model = statistics.fmean(recent) if recent else 0.0
-        total = statistics.fmean(latency) if latency else 0.0
+        model, total = self.stats.model_ms.recent_mean(), self.stats.latency_ms.recent_mean()
         return f"{self.stats.fps():.1f} FPS  model {model:.0f} ms  capture-to-display {total:.0f} ms"
 
-    def _close_sinks(self) -> None:
+    def _close_sinks(self) -> BaseException | None:
+        """Close every sink, even after one fails; returns the first failure (raised after the run's own error)."""
+        failure = None
         for sink in self.sinks:
             try:
                 sink.close()
-            except Exception as err:  # one failing sink must not keep the others from finishing
-                print(f"{sink.uri}: could not be closed cleanly ({err})")
-
-
-def _summary(values: list[float]) -> dict:
-    if not values:
-        return {"mean": None, "p50": None, "p95": None}
-    return {"mean": statistics.fmean(values), "p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
+            except Exception as err:  # noqa: BLE001 - one failing sink must not keep the others from finishing
+                failure = failure or err
+        return failure
 
 
 def format_stats(report: dict) -> str:
@@ -293,7 +424,7 @@ def format_stats(report: dict) -> str:
     def ms(summary: dict) -> str:
         if summary["mean"] is None:
             return "-"
-        return f"mean {summary['mean']:.1f}, p50 {summary['p50']:.1f}, p95 {summary['p95']:.1f} ms"
+        return f"mean {summary['mean']:.1f}, p50 {summary['p50']:.1f}, p90 {summary['p90']:.1f}, p99 {summary['p99']:.1f} ms"
 
     return "\n".join([
         f"frames in {report['frames_in']}, processed {report['processed']}, dropped {report['dropped']}, "
@@ -304,4 +435,4 @@ def format_stats(report: dict) -> str:
     ])
 
 
-__all__ = ["RunStats", "format_stats", "run_video"]
+__all__ = ["RunStats", "StreamingStats", "exit_code", "format_stats", "run_video"]

@@ -1,14 +1,29 @@
-"""Video sinks named by URI: ``display://``, a video file (.mp4, .avi), or an image folder.
+"""Video sinks named by URI: ``display://``, a video file (.mp4, .avi, .mkv), or an image folder.
 
-A video file is written under a hidden temporary name and renamed when it is closed, so the
-final name only ever holds a finished, playable file; ``close`` runs on every way out of
-``edgeseg run`` (end of input, q, Ctrl-C, an error).
+A video file is written under a hidden temporary name (unique to the process) and renamed when
+it is closed, so the final name only ever holds a finished, playable file; ``close`` runs on
+every way out of ``edgeseg run`` (end of input, q, Ctrl-C, SIGTERM, SIGHUP, an error).
+
+Write failures (a full disk, the file-size limit, an I/O error) are caught twice: OpenCV 5's
+``VideoWriter.write`` returns False once FFmpeg fails to write (older OpenCV returns None and
+says nothing), and after ``release`` the temporary file is opened again with OpenCV and must
+hold every frame written, the last one decodable. A file that fails either check is deleted,
+never renamed, and ``close`` raises one line naming the output and the fix.
+
+Existing outputs are never replaced silently: ``check_output`` refuses an existing file or a
+non-empty folder unless ``exist_ok``. With ``exist_ok`` a file is replaced when the new one is
+finished, and a folder loses only the files of the sink's own pattern (``frame_NNNNNN.png``),
+so no old frame is mixed with new ones and nothing else in the folder is touched.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -19,6 +34,9 @@ from edgeseg.errors import EdgesegError
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 DISPLAY = "display://"
 QUIT_KEYS = (ord("q"), 27)  # q, Esc
+FRAME_NAME = "frame_{:06d}.png"
+FRAME_PATTERN = re.compile(r"frame_\d{6,}\.png")  # the names ImageFolderSink writes, and only those
+LOW_SPACE_BYTES = 1 << 20
 
 
 class VideoSink:
@@ -28,16 +46,17 @@ class VideoSink:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Finish the output."""
+        """Finish the output; raises EdgesegError if it could not be finished (nothing is published then)."""
 
 
 class VideoFileSink(VideoSink):
-    def __init__(self, uri: str, fps: float, size: tuple[int, int] | None = None) -> None:
+    def __init__(self, uri: str, fps: float, size: tuple[int, int] | None = None, exist_ok: bool = False) -> None:
         self.uri, self.path, self.fps = uri, Path(uri), fps
-        self.partial = self.path.with_name(f".{self.path.name}.partial{self.path.suffix}")
+        check_output(uri, exist_ok)
+        self.partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial{self.path.suffix}")
         self._writer: cv2.VideoWriter | None = None
         self.frames = 0
-        _check_writable(self.path, uri)
+        self.failed = False
         if size is not None:  # known up front: fail before the run, not at its first frame
             self._writer = self._open(*size)
 
@@ -47,14 +66,21 @@ class VideoFileSink(VideoSink):
         elif self._size != (image.shape[1], image.shape[0]):
             raise EdgesegError(f"{self.uri}: frames are {image.shape[1]}x{image.shape[0]}, the file was opened for "
                                f"{self._size[0]}x{self._size[1]}; open the sink with the output's size or none")  # fmt: skip
-        self._writer.write(image)
+        if self._writer.write(image) is False:  # OpenCV >= 5 reports FFmpeg's write errors; 4.x returns None
+            self.failed = True
+            raise EdgesegError(self._failure(f"writing frame {self.frames + 1} failed"))
         self.frames += 1
 
     def _open(self, width: int, height: int) -> cv2.VideoWriter:
         self._size = (width, height)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise EdgesegError(f"--out {self.uri}: cannot create {self.path.parent} ({err.strerror}); choose a writable path") from None
         fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
         writer = cv2.VideoWriter(str(self.partial), cv2.CAP_FFMPEG, fourcc, self.fps, (width, height))
         if not writer.isOpened():
+            self.partial.unlink(missing_ok=True)
             raise EdgesegError(f"{self.uri}: OpenCV cannot write {self.path.suffix} video here; use .avi (MJPG) or an image folder")
         return writer
 
@@ -63,25 +89,77 @@ class VideoFileSink(VideoSink):
             return
         self._writer.release()
         self._writer = None
-        if self.frames:
+        try:
+            if self.failed or not self.frames:  # nothing written, or already reported: leave nothing behind
+                return
+            if not _holds_frames(self.partial, self.frames):
+                self.failed = True
+                raise EdgesegError(self._failure(f"the finished file does not hold the {self.frames} frames written"))
             os.replace(self.partial, self.path)
-        else:  # nothing written: leave no empty file behind
-            self.partial.unlink(missing_ok=True)
+        finally:
+            if self.failed or not self.frames:
+                self.partial.unlink(missing_ok=True)
+
+    def _failure(self, what: str) -> str:
+        return f"--out {self.uri}: {what} ({_write_failure_cause(self.partial)}); nothing was saved; {_FIX}"
+
+
+_FIX = "free disk space, raise the file-size limit (ulimit -f) or choose another --out"
+
+
+def _holds_frames(path: Path, frames: int) -> bool:
+    """Whether OpenCV reads back a container with ``frames`` frames whose last frame decodes.
+
+    A file cut short by a failed write has no mp4 index (OpenCV cannot open it), or an AVI or
+    Matroska header that counts fewer (or no) frames; both are caught here.
+    """
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        if not capture.isOpened() or int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) != frames:
+            return False
+        capture.set(cv2.CAP_PROP_POS_FRAMES, frames - 1)
+        ok, _ = capture.read()
+        return bool(ok)
+    finally:
+        capture.release()
+
+
+def _write_failure_cause(path: Path) -> str:
+    """The likely cause, from what can still be asked: free space and the file-size limit."""
+    try:
+        if shutil.disk_usage(path.parent).free < LOW_SPACE_BYTES:
+            return f"the disk is full: {os.strerror(errno.ENOSPC)}"
+    except OSError:
+        pass
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return "a full disk or an I/O error"
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        return f"the file-size limit of {soft} bytes was reached: {os.strerror(errno.EFBIG)}"
+    return "a full disk, the file-size limit or an I/O error"
 
 
 class ImageFolderSink(VideoSink):
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, exist_ok: bool = False) -> None:
         self.uri, self.folder = uri, Path(uri)
+        check_output(uri, exist_ok)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            for old in _own_frames(self.folder):  # a previous run's frames: never mixed with this run's
+                old.unlink()
         except OSError as err:
-            raise EdgesegError(f"{uri}: cannot create the folder ({err.strerror}); choose a writable path") from None
+            raise EdgesegError(f"--out {uri}: cannot prepare the folder ({err.strerror}); choose a writable path") from None
         self.frames = 0
 
     def write(self, image: np.ndarray) -> None:
         from edgeseg.images import write_image
 
-        write_image(self.folder / f"frame_{self.frames:06d}.png", image)
+        try:
+            write_image(self.folder / FRAME_NAME.format(self.frames), image)
+        except OSError as err:
+            raise EdgesegError(f"--out {self.uri}: writing frame {self.frames + 1} failed ({err.strerror}); {_FIX}") from None
         self.frames += 1
 
 
@@ -93,6 +171,7 @@ class DisplaySink(VideoSink):
             raise EdgesegError(f"{DISPLAY}: no screen here (DISPLAY is not set); pass --no-show and an --out file or folder")
         self.uri, self.title, self.snapshot_dir = DISPLAY, title, snapshot_dir
         self.quit = self.paused = False
+        self.stop: threading.Event | None = None  # the run's stop event: a signal ends a pause too
         self._last: np.ndarray | None = None
         self._snapshots = 0
 
@@ -100,7 +179,7 @@ class DisplaySink(VideoSink):
         self._last = image
         cv2.imshow(self.title, image)
         self._handle(cv2.waitKey(1) & 0xFF)
-        while self.paused and not self.quit:
+        while self.paused and not self.quit and not (self.stop is not None and self.stop.is_set()):
             self._handle(cv2.waitKey(50) & 0xFF)
 
     def _handle(self, key: int) -> None:
@@ -119,23 +198,48 @@ class DisplaySink(VideoSink):
         cv2.destroyWindow(self.title)
 
 
-def open_sink(uri: str, fps: float, size: tuple[int, int] | None = None) -> VideoSink:
-    """A sink for ``uri``; ``size`` (width, height), when known, opens a video file at once."""
+def open_sink(uri: str, fps: float, size: tuple[int, int] | None = None, exist_ok: bool = False) -> VideoSink:
+    """A sink for ``uri``; ``size`` (width, height), when known, opens a video file at once.
+    ``exist_ok``: replace an existing video file, or clear a folder's old frames (see the module's text)."""
     if uri == DISPLAY:
         return DisplaySink()
-    suffix = Path(uri).suffix.lower()
+    if Path(uri).suffix.lower() in VIDEO_CODECS:
+        return VideoFileSink(uri, fps, size, exist_ok)
+    return ImageFolderSink(uri, exist_ok)
+
+
+def check_output(uri: str, exist_ok: bool = False) -> None:
+    """Refuse, in one line and before any work, an output that cannot be written or would replace something."""
+    if uri == DISPLAY:
+        return
+    path = Path(uri)
+    suffix = path.suffix.lower()
     if suffix in VIDEO_CODECS:
-        return VideoFileSink(uri, fps, size)
-    if suffix and not Path(uri).is_dir():
-        raise EdgesegError(f"--out {uri}: unknown output kind {suffix}; use .mp4, .avi, a folder, or display://")
-    return ImageFolderSink(uri)
+        if path.is_dir():
+            raise EdgesegError(f"--out {uri}: is a folder; pass a file name, or a folder name without a video suffix for frames")
+        if path.exists() and not exist_ok:
+            raise EdgesegError(f"--out {uri}: file exists; choose another name, or pass --exist-ok to replace it when the new one is finished")
+        _check_writable(path.parent, uri)
+        return
+    if suffix and not path.is_dir():
+        raise EdgesegError(f"--out {uri}: unknown output kind {suffix}; use .mp4, .avi, .mkv, a folder, or display://")
+    if path.exists() and not path.is_dir():
+        raise EdgesegError(f"--out {uri}: is a file; pass a folder for the frames, or a .mp4/.avi name for a video")
+    if path.is_dir() and any(path.iterdir()) and not exist_ok:
+        raise EdgesegError(f"--out {uri}: folder is not empty; choose another, or pass --exist-ok to delete its old frame_*.png and write new ones")
+    _check_writable(path, uri)
+
+
+def _own_frames(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if FRAME_PATTERN.fullmatch(p.name) and p.is_file()]
 
 
 def _check_writable(path: Path, uri: str) -> None:
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise EdgesegError(f"--out {uri}: cannot create {folder} ({err.strerror}); choose a writable path") from None
-    if not os.access(folder, os.W_OK):
-        raise EdgesegError(f"--out {uri}: {folder} is not writable; choose another path")
+    """The nearest existing folder of ``path`` must be a writable folder (nothing is created here)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EdgesegError(f"--out {uri}: {existing} is a file, not a folder; choose another path")
+    if not os.access(existing, os.W_OK):
+        raise EdgesegError(f"--out {uri}: {existing} is not writable; choose another path")

@@ -12,11 +12,12 @@ from pathlib import Path
 from edgeseg.errors import EdgesegError
 from edgeseg.runtime.backends.base import Backend, TensorInfo
 
-# backend name -> (module, class, file suffixes it opens)
-_REGISTRY: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "torch": ("edgeseg.runtime.backends.torch_backend", "TorchBackend", (".pt", ".pth")),
-    "onnxruntime": ("edgeseg.runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",)),
-    "tensorrt": ("edgeseg.runtime.backends.tensorrt_backend", "TensorRTBackend", (".engine", ".plan")),
+# backend name -> (module, class, file suffixes it opens, the options its ``load`` takes besides path and device)
+_REGISTRY: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
+    "torch": ("edgeseg.runtime.backends.torch_backend", "TorchBackend", (".pt", ".pth"), ("threads",)),
+    "onnxruntime": ("edgeseg.runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",),
+                    ("threads", "amx", "spin")),
+    "tensorrt": ("edgeseg.runtime.backends.tensorrt_backend", "TensorRTBackend", (".engine", ".plan"), ()),
 }
 
 
@@ -24,12 +25,27 @@ def backend_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def open_backend(path: str | Path, backend: str = "auto", device: str = "cpu", **options: object) -> Backend:
+def backend_options(name: str) -> tuple[str, ...]:
+    """The options backend ``name`` declares (what its ``load`` takes besides path and device)."""
+    return _REGISTRY[name][3]
+
+
+def open_backend(path: str | Path, backend: str = "auto", device: str | None = None, **options: object) -> Backend:
+    """Open ``path`` with the chosen backend; ``device`` None is the backend's own default (cpu; cuda:0 for engines).
+
+    An option no backend declares is an error. One that only other backends take (``threads``
+    for a TensorRT engine, say, when one bench compares ONNX and engine files) does not apply to
+    this one and is left out.
+    """
     path = Path(path)
     name = _choose(path, backend)
-    module_name, class_name, _ = _REGISTRY[name]
+    known = {option for entry in _REGISTRY.values() for option in entry[3]}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise EdgesegError(f"backend option {', '.join(unknown)}: no backend takes it; known: {', '.join(sorted(known))}")
+    module_name, class_name, _, accepted = _REGISTRY[name]
     backend_cls = getattr(importlib.import_module(module_name), class_name)
-    return backend_cls.load(path, device=device, **options)
+    return backend_cls.load(path, device=device, **{k: v for k, v in options.items() if k in accepted})
 
 
 def _choose(path: Path, backend: str) -> str:
@@ -37,11 +53,11 @@ def _choose(path: Path, backend: str) -> str:
         if backend not in _REGISTRY:
             raise EdgesegError(f"--backend {backend}: unknown; choose one of {', '.join(('auto',) + backend_names())}")
         return backend
-    for name, (_, _, suffixes) in _REGISTRY.items():
+    for name, (_, _, suffixes, _) in _REGISTRY.items():
         if path.suffix.lower() in suffixes:
             return name
-    known = sorted({s for _, _, suffixes in _REGISTRY.values() for s in suffixes})
+    known = sorted({s for _, _, suffixes, _ in _REGISTRY.values() for s in suffixes})
     raise EdgesegError(f"{path}: no backend opens {path.suffix or 'files without a suffix'}; pass one of {', '.join(known)}")
 
 
-__all__ = ["Backend", "TensorInfo", "backend_names", "open_backend"]
+__all__ = ["Backend", "TensorInfo", "backend_names", "backend_options", "open_backend"]

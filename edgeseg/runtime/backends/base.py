@@ -24,11 +24,14 @@ class Backend(ABC):
     name: str = "backend"
     meta: ModelMeta
     output_kind: str = "logits"  # or "labels" when argmax is inside the model
+    device: str = "cpu"  # where it runs: cpu, cuda:N
     max_batch: int = 1
 
     @classmethod
     @abstractmethod
-    def load(cls, path: Path, device: str = "cpu", **options: object) -> "Backend": ...
+    def load(cls, path: Path, device: str | None = None) -> "Backend":
+        """Open ``path``. Each backend names its own options as keyword parameters (no catch-all
+        ``**``), and declares the same names in the registry (``edgeseg.runtime.backends``)."""
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray: ...

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-from edgeseg.onnx_meta import parse_meta
+from edgeseg.onnx_meta import check_graph_io, parse_meta
 from edgeseg.runtime.backends.amx import amx_model_bytes
 from edgeseg.runtime.backends.base import Backend
 
@@ -29,11 +29,11 @@ class OnnxRuntimeBackend(Backend):
         self.max_batch = fixed_batch or 1 << 16
         self.input_name = session.get_inputs()[0].name
         self.on_gpu = session.get_providers()[0] != "CPUExecutionProvider"
+        self.device = "cuda" if self.on_gpu else "cpu"
 
     @classmethod
     def load(
-        cls, path: Path, device: str = "cpu", threads: int | None = None, amx: bool = True, spin: bool = True,
-        **_: object,
+        cls, path: Path, device: str | None = None, threads: int | None = None, amx: bool = True, spin: bool = True
     ) -> "OnnxRuntimeBackend":
         """``amx``: on a CPU with AMX-INT8, move large int8 convolutions onto AMX (bit-identical; see amx.py).
         ``spin=False``: idle intra-op threads sleep rather than spin, for loops that share the CPU."""
@@ -41,8 +41,9 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime as ort
         except ImportError:
             raise EdgesegError(f"{path}: ONNX Runtime is not installed; {PROVIDERS['cpu'][1]}") from None
-        session, on_amx = _open_session(ort, Path(path), device, threads, amx, spin)
+        session, on_amx = _open_session(ort, Path(path), device or "cpu", threads, amx, spin)
         meta, extras = parse_meta(session.get_modelmeta().custom_metadata_map, path)
+        check_graph_io(_io(session.get_inputs()), _io(session.get_outputs()), meta, extras["output_kind"], path)
         batch_dim = session.get_inputs()[0].shape[0]
         backend = cls(session, meta, extras["output_kind"], batch_dim if isinstance(batch_dim, int) else None)
         if on_amx:
@@ -73,6 +74,11 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+def _io(args) -> list[tuple[list, str]]:
+    """(shape, element type) of ONNX Runtime's NodeArgs; a dynamic size is a name or None."""
+    return [(list(arg.shape or []), arg.type) for arg in args]
 
 
 def _open_session(ort, path: Path, device: str, threads: int | None, amx: bool, spin: bool):

@@ -24,7 +24,8 @@ class TorchBackend(Backend):
             torch.set_num_threads(threads)
 
     @classmethod
-    def load(cls, path: Path, device: str = "cpu", threads: int | None = None, **_: object) -> "TorchBackend":
+    def load(cls, path: Path, device: str | None = None, threads: int | None = None) -> "TorchBackend":
+        device = device or "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise EdgesegError(f"--device {device}: PyTorch sees no CUDA GPU here; use --device cpu")
         model, meta = load_model(path, device=device)
