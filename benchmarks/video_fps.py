@@ -56,10 +56,10 @@ def measure(model: Path, clip: Path, work: Path, threads: int, rounds: int) -> d
     for _ in range(rounds):
         result = benchmark_models([model], iters=60, warmup=5, threads=threads, model_only=True)[0]
         model_only.append(result.throughput_fps)
-        stats = run_video(model, str(clip), [str(work / "out.mp4")], threads=threads)  # spin=False, the default
+        stats = run_video(model, str(clip), [str(work / "out.mp4")], threads=threads, exist_ok=True)  # spin=False, the default
         end_to_end.append(stats["fps"])
         runs.append(stats)
-        spinning.append(run_video(model, str(clip), [str(work / "out.mp4")], threads=threads, spin=True)["fps"])
+        spinning.append(run_video(model, str(clip), [str(work / "out.mp4")], threads=threads, spin=True, exist_ok=True)["fps"])
     model_only_median = statistics.median(model_only)
     return {"threads": threads, "model_only_fps": model_only, "end_to_end_fps": end_to_end,
             "end_to_end_spinning_fps": spinning, "ratio": statistics.median(end_to_end) / model_only_median,

@@ -213,7 +213,7 @@ def export_(
     data: Optional[str] = typer.Option(None, "--data", help="Dataset whose val images the proofs use."),
     num_verify: int = typer.Option(20, "--num-verify", min=1, help="Images in the FP32 parity proof."),
     fidelity_images: Optional[int] = typer.Option(None, "--fidelity-images", min=1, help="Images of the val split in the FP16/INT8 fidelity report (default all)."),
-    verify_images: int = typer.Option(16, "--verify-images", help="Val images in the bundle's verify/ set, with the PyTorch reference's labels (for `edgeseg verify`)."),
+    verify_images: int = typer.Option(16, "--verify-images", min=1, max=1000, help="Val images in the bundle's verify/ set, with the PyTorch reference's labels (for `edgeseg verify`)."),
     verify_threshold: Optional[List[str]] = typer.Option(None, "--verify-threshold", help="PRECISION=FRACTION: the pixel agreement `edgeseg verify` requires (defaults fp32=0.9999, fp16=0.999, int8=0.98); repeat for several."),
     allow_parity_failure: bool = typer.Option(False, "--allow-parity-failure", help="Keep the export even if parity fails."),
     name: str = typer.Option("model", "--name", help="File name stem."),
@@ -269,10 +269,10 @@ def verify_(
     model: Path = typer.Argument(..., help="Model file (.onnx, .engine, .pt) to check against the bundle's PyTorch reference labels."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="The export bundle (the --out folder of `edgeseg export`; default: the model's folder)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
-    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Required share of pixels equal to the reference (default: the bundle's threshold for the model's precision)."),
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", min=0.0, max=1.0, help="Required share of pixels equal to the reference (default: the bundle's threshold for the model's precision)."),
     backend: str = typer.Option("auto", "--backend"),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=256, help="CPU threads for the backend."),
 ) -> None:
     """Check a deployed model against the PyTorch reference labels in its bundle; exit 1 below the threshold."""
     from edgeseg.verify import failure_line, run_verify
@@ -328,26 +328,26 @@ def bench(
 @app.command("run")
 def run_(
     model: Path = typer.Argument(..., help="Model file (.pt, .onnx, .engine)."),
-    camera: Optional[int] = typer.Option(None, "--camera", help="OpenCV camera index."),
+    camera: Optional[int] = typer.Option(None, "--camera", min=0, help="OpenCV camera index."),
     source: Optional[str] = typer.Option(None, "--source", help="/dev/videoN, csi://N, a video file, an image folder or glob, rtsp:// or http:// URL, or a GStreamer pipeline."),
     out: Optional[List[str]] = typer.Option(None, "--out", help="Output: a .mp4/.avi file or a folder; repeat for several."),
     show: Optional[bool] = typer.Option(None, "--show/--no-show", help="Show a window (default: on when there is no --out)."),
     mode: str = typer.Option("overlay", "--mode", help="overlay, mask or side-by-side."),
-    alpha: float = typer.Option(0.5, "--alpha", help="Overlay opacity."),
+    alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity."),
     legend: bool = typer.Option(True, "--legend/--no-legend", help="Draw the classes present."),
     hud: bool = typer.Option(True, "--hud/--no-hud", help="Draw FPS, model latency and capture-to-display latency."),
     ignore_class: Optional[List[str]] = typer.Option(None, "--ignore-class", help="A class name or id not to draw; repeat for several."),
     realtime: bool = typer.Option(False, "--realtime", help="Pace files and folders at their frame rate, dropping frames like a camera."),
     loop: bool = typer.Option(False, "--loop", help="Start a file or folder again at its end."),
-    width: Optional[int] = typer.Option(None, "--width"),
-    height: Optional[int] = typer.Option(None, "--height"),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate to ask the camera for (and of image folders)."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after this many frames."),
-    reconnect: int = typer.Option(5, "--reconnect", help="Attempts to reopen a live source that drops."),
+    width: Optional[int] = typer.Option(None, "--width", min=1, max=8192, help="Frame width to ask the source for (files are resized)."),
+    height: Optional[int] = typer.Option(None, "--height", min=1, max=8192, help="Frame height to ask the source for (files are resized)."),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.1, max=1000.0, help="Frame rate to ask the camera for (and of image folders)."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many frames."),
+    reconnect: int = typer.Option(5, "--reconnect", min=0, max=1000, help="Attempts to reopen a live source that drops."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the run's statistics here."),
     backend: str = typer.Option("auto", "--backend"),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=256, help="CPU threads for the backend."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an existing --out video when the new one is finished; delete an --out folder's old frame_*.png first."),
 ) -> None:
     """Live segmentation of a camera, file, folder or stream into a window, video files or folders.
@@ -433,7 +433,7 @@ def _main() -> None:
             where = f"; see '{context.command_path} --help'" if context is not None else ""
             typer.echo(f"error: {message}{where}", err=True)
         sys.exit(err.exit_code)
-    if code == 130:  # typer's own answer to KeyboardInterrupt; no edgeseg command exits 130 itself
+    if code == 130:  # typer's own answer to KeyboardInterrupt, and `run`'s after SIGINT: both are "interrupted"
         raise KeyboardInterrupt
     sys.exit(code if isinstance(code, int) else 0)
 

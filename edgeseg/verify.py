@@ -91,7 +91,7 @@ def run_verify(
     model = Path(model)
     if not model.is_file():
         raise EdgesegError(f"{model}: no such model file; check the path")
-    if min_agreement is not None and not 0.0 <= min_agreement <= 2.0:
+    if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
         raise EdgesegError(f"--min-agreement {min_agreement}: give the share of pixels as a fraction, e.g. 0.999")
     bundle = _bundle_for(model, bundle_dir)
     _check_model_file(model, bundle)

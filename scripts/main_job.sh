@@ -35,7 +35,7 @@ $edgeseg bench "$OUT/export/model.fp32.onnx" "$OUT/export/model.int8.onnx" "$OUT
 echo "== 6/6 live-video pipeline: the INT8 model over a 480x360 clip of CamVid val frames, into an mp4"
 .venv/bin/python scripts/make_clip.py --camvid "$CAMVID" --out "$OUT/video/camvid_val_clip.mp4"
 $edgeseg run "$OUT/export/model.int8.onnx" --source "$OUT/video/camvid_val_clip.mp4" --out "$OUT/video/camvid_val_int8.mp4" \
-    --no-show --threads 2 --json "$OUT/video/run.json"
+    --no-show --threads 2 --json "$OUT/video/run.json" --exist-ok
 
 echo "done: metrics in $OUT/eval, masks and overlays in $OUT/predict, models and reports (parity.json, fidelity.json, export.json) in $OUT/export, latency in $OUT/bench"
 echo "      segmented video: $OUT/video/camvid_val_int8.mp4 (statistics in $OUT/video/run.json)"

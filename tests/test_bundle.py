@@ -114,7 +114,7 @@ def test_cli_verify_a_checkpoint_through_pytorch(bundle_dir, small_checkpoint, t
 
 
 def test_threshold_miss_exits_1_with_one_line(bundle_dir, bundle_copy, tmp_path):
-    done = run_cli("verify", bundle_dir / "model.fp16.onnx", "--min-agreement", "1.01")
+    done = run_cli("verify", bundle_dir / "model.fp16.onnx", "--min-agreement", "1")  # FP16 agrees on ~99.9 %
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith("verify: FAILED model.fp16.onnx")
     # the bundle's own threshold is the one applied: raise it above what INT8 reaches

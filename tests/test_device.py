@@ -23,17 +23,19 @@ import pytest
 from conftest import ROOT, run_cli
 
 DEVICE_VENV = ROOT / ".venv-device"
-# JetPack 5.1's Python first; the pyenv folders are where this workplace's machines keep other Pythons.
-DEVICE_PYTHONS = ("python3.8", "/root/.pyenv/versions/3.8.18/bin/python", "python3.10", "/root/.pyenv/versions/3.10.13/bin/python")
+# JetPack 5.1's Python first, then JetPack 6's; pyenv keeps other Pythons on this workplace's machines.
+DEVICE_PYTHON_VERSIONS = ("3.8", "3.10")
 
 pytestmark = pytest.mark.slow
 
 
 def _device_interpreter() -> str:
-    for candidate in DEVICE_PYTHONS:
-        found = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
-        if found:
-            return found
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    for version in DEVICE_PYTHON_VERSIONS:
+        candidates = sorted(pyenv.glob(f"{version}.*/bin/python")) + [Path(p) for p in [shutil.which(f"python{version}")] if p]
+        for candidate in candidates:
+            if subprocess.run([str(candidate), "-c", "pass"], capture_output=True, timeout=60).returncode == 0:
+                return str(candidate)  # pyenv's shims exist on PATH but fail for a version not selected
     return sys.executable
 
 

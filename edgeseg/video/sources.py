@@ -30,7 +30,10 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 OPEN_TIMEOUT_MS = 5000
 
 # OpenCV and FFmpeg log lines of their own for every failed open; edgeseg reports failures itself.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+# (JetPack 5.1's OpenCV 4.5.4 has no cv2.utils.logging; it then keeps its own log level.)
+_CV_LOG = getattr(getattr(cv2, "utils", None), "logging", None)
+if _CV_LOG is not None:
+    _CV_LOG.setLogLevel(_CV_LOG.LOG_LEVEL_SILENT)
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when FFmpeg is first used
 
 
