@@ -50,8 +50,9 @@ NOTES = [
     "drawing buffers of the few frames in the queues when each snapshot was taken), CPython's free lists",
     "and the benchmark's own samples; the run statistics are fixed-size (`StreamingStats`). Before, they were two",
     "lists of floats (about 64 B/frame). A video file adds its container's index on top (last table), kept",
-    "in memory by FFmpeg's muxer until the file is closed: for day-long recordings prefer .avi, or restart",
-    "the recording (a new file) every few hours.",
+    "in memory by FFmpeg's muxer until the file is closed, and freed when it is: for day-long recordings cut",
+    "the recording into files with `edgeseg run --segment SECONDS` (mp4-segments above: a new file every",
+    "20 s of video, so 17 files in 10,000 frames), or write .avi.",
 ]
 
 
@@ -87,6 +88,10 @@ def small_model(work: Path, camvid: Path) -> Path:
     torch.manual_seed(0)
     checkpoint = save_checkpoint(checkpoint_dict(build_model(spec.num_classes).eval(), meta), work / "small.pt")
     return export_onnx(checkpoint, work / "export", verify=False).onnx_path
+
+
+OUT_KINDS = ("folder", "avi", "mp4", "mp4-segments")
+SEGMENT_S = 20.0  # at the clip's 30 FPS: 600 frames a file, so 10,000 frames make 17 files
 
 
 def make_clip(camvid: Path, out: Path, frames: int = 30) -> Path:
@@ -138,13 +143,13 @@ class Sampler:
             self.python["end"] = tracemalloc.get_traced_memory()[0]
 
 
-def soak(model: Path, clip: Path, out: Path, frames: int) -> dict:
+def soak(model: Path, clip: Path, out: Path, frames: int, segment_seconds: float | None = None) -> dict:
     from edgeseg.video import run_video
 
     sampler = Sampler(frames)
     started = time.perf_counter()
     report = run_video(model, str(clip), [str(out)], loop=True, max_frames=frames, threads=1, exist_ok=True,
-                       on_frame=sampler)  # fmt: skip
+                       on_frame=sampler, segment_seconds=segment_seconds)  # fmt: skip
     seconds = time.perf_counter() - started
     tracemalloc.stop()
     after = frames - sampler.warm
@@ -307,7 +312,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10_000)
     parser.add_argument("--model", type=Path, help="An .onnx model (default: a 96x128 FP32 model made here).")
     parser.add_argument("--label", help="How the report names --model (default: its file name).")
-    parser.add_argument("--out-kind", choices=("folder", "avi", "mp4"), default="folder")
+    parser.add_argument("--out-kind", choices=OUT_KINDS, default="folder",
+                        help="mp4-segments: an mp4 cut every --segment-seconds of video (`edgeseg run --segment`)")
+    parser.add_argument("--segment-seconds", type=float, default=SEGMENT_S, help="With mp4-segments (the clip is 30 FPS).")
     parser.add_argument("--camvid", type=Path, default=ROOT.parent / "shared" / "datasets" / "camvid")
     parser.add_argument("--ort-only", action="store_true")
     parser.add_argument("--containers", action="store_true", help="Measure the video muxers' in-memory index alone.")
@@ -335,14 +342,17 @@ def main() -> None:
         model = args.model or small_model(work, args.camvid)
         setup = {"model": args.label or (model.name if args.model else "untrained 96x128 FP32 ONNX"), "out_kind": args.out_kind,
                  "frames": args.frames, "machine": machine()}  # fmt: skip
+        if args.out_kind == "mp4-segments":
+            setup["segment_seconds"] = args.segment_seconds
         if args.ort_only:
             rows = ort_only(model, args.frames, [v for v in args.variants.split(",") if v])
             report, name = {**setup, "ort": rows}, "soak_ort_cpu.json"
             markdown = render([], report)
         else:
             clip = make_clip(args.camvid, work / "clip.avi")
-            out = work / {"folder": "frames", "avi": "rec.avi", "mp4": "rec.mp4"}[args.out_kind]
-            result = soak(model, clip, out, args.frames)
+            out = work / {"folder": "frames", "avi": "rec.avi", "mp4": "rec.mp4", "mp4-segments": "rec.mp4"}[args.out_kind]
+            segment = args.segment_seconds if args.out_kind == "mp4-segments" else None
+            result = soak(model, clip, out, args.frames, segment)
             report, name = {**setup, "run": result}, f"soak_run_{args.out_kind}_cpu.json"
             markdown = render([report], None)
     print(markdown)
@@ -355,7 +365,7 @@ def combined() -> str:
     """The RESULTS.md section from every saved soak (one per output kind) and the --ort-only report."""
     from _results import RESULTS_DIR
 
-    runs = [json.loads((RESULTS_DIR / f"soak_run_{kind}_cpu.json").read_text()) for kind in ("folder", "avi", "mp4")
+    runs = [json.loads((RESULTS_DIR / f"soak_run_{kind}_cpu.json").read_text()) for kind in OUT_KINDS
             if (RESULTS_DIR / f"soak_run_{kind}_cpu.json").exists()]  # fmt: skip
     ort, containers = RESULTS_DIR / "soak_ort_cpu.json", RESULTS_DIR / "soak_containers_cpu.json"
     return render(runs, json.loads(ort.read_text()) if ort.exists() else None,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 from edgeseg.engine_manifest import engine_manifest, manifest_path, system_facts
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import file_sha256, write_bytes, write_json
-from edgeseg.onnx_meta import parse_meta, read_metadata_props
+from edgeseg.onnx_meta import PRECISIONS as ENGINE_PRECISIONS, parse_meta, read_metadata_props, read_varint
 from edgeseg.runtime.trt.support import (
     dla_problem,
     dtype_name,
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
     from edgeseg.bundle import Bundle
 
-ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 INT8_SOURCES = ("qdq", "cache", "ranges")  # the one list: export.py and the CLI import it
 SOURCE_KEYS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8_qdq"}  # bundle file holding a model of that precision
 DEFAULT_BATCH_RANGE = (1, 8, 16)  # for an ONNX with a dynamic batch axis and no range given
@@ -196,13 +195,13 @@ def _fields(data: bytearray, start: int, end: int, number: int, wire: int) -> Li
     """(start, end) of every value of field ``number`` in the message at data[start:end]."""
     found, pos = [], start
     while pos < end:
-        key, pos = _varint(data, pos)
+        key, pos = read_varint(data, pos)
         kind = key & 7
         if kind == 0:
             value_start = pos
-            _, pos = _varint(data, pos)
+            _, pos = read_varint(data, pos)
         elif kind == 2:
-            length, value_start = _varint(data, pos)
+            length, value_start = read_varint(data, pos)
             pos = value_start + length
         elif kind in (1, 5):
             value_start, pos = pos, pos + (8 if kind == 1 else 4)
@@ -211,17 +210,6 @@ def _fields(data: bytearray, start: int, end: int, number: int, wire: int) -> Li
         if key >> 3 == number and kind == wire:
             found.append((value_start, pos))
     return found
-
-
-def _varint(data: bytearray, pos: int) -> Tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
 
 
 # --- the build ------------------------------------------------------------------------------

@@ -349,6 +349,7 @@ def run_(
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, max=256, help="CPU threads for the backend."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an existing --out video when the new one is finished; delete an --out folder's old frame_*.png first."),
+    segment: Optional[float] = typer.Option(None, "--segment", min=1.0, max=86400.0, help="Cut video --out files into files of this many seconds (NAME_0000.mp4, ...): flat memory on recordings of days."),
 ) -> None:
     """Live segmentation of a camera, file, folder or stream into a window, video files or folders.
 
@@ -366,7 +367,7 @@ def run_(
     report = run_video(model, str(camera) if camera is not None else source, sinks, backend=backend, device=device,
                        threads=threads, mode=mode, alpha=alpha, legend=legend, hud=hud, ignore_classes=ignore_class or (),
                        realtime=realtime, loop=loop, width=width, height=height, fps=fps, max_frames=max_frames,
-                       reconnect_attempts=reconnect, stats_json=json_path, exist_ok=exist_ok)  # fmt: skip
+                       reconnect_attempts=reconnect, stats_json=json_path, exist_ok=exist_ok, segment_seconds=segment)  # fmt: skip
     code = exit_code(report)
     if code and code != 130:  # 130 (SIGINT): the entry point says "interrupted" itself
         typer.echo(f"interrupted ({report['stopped_by']})", err=True)

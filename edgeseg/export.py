@@ -37,10 +37,9 @@ from edgeseg.checkpoint import load_model
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import file_sha256, write_json
 from edgeseg.meta import ModelMeta
-from edgeseg.onnx_meta import meta_properties, write_meta
+from edgeseg.onnx_meta import PRECISIONS, meta_properties, write_meta
 from edgeseg.quantize import DEFAULT_METHOD, DEFAULT_PERCENTILE
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_TRT_VERSION = "10.3.0"  # JetPack 6.1/6.2
 
 

@@ -21,7 +21,7 @@ from edgeseg.errors import EdgesegError
 
 RESIZE_MODES = ("letterbox", "resize")
 CHANNEL_ORDERS = ("RGB", "BGR")
-BACKBONES = ("mobilenetv2",)  # as edgeseg.model, which needs torch
+BACKBONES = ("mobilenetv2",)  # here, not in edgeseg.model, which needs torch
 OUTPUT_STRIDES = (8, 16)
 MAX_CLASSES = 256  # label maps are uint8
 INPUT_SIDE_RANGE = (32, 4096)  # bounded, so a damaged size cannot ask for gigabytes

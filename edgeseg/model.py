@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BACKBONES = ("mobilenetv2",)
-OUTPUT_STRIDES = (8, 16)
+from edgeseg.meta import BACKBONES, OUTPUT_STRIDES
+
 LOW_LEVEL_CHANNELS = 24
 HIGH_LEVEL_CHANNELS = 320
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, Union
 
 from edgeseg import __version__
 from edgeseg.errors import EdgesegError
@@ -187,12 +187,12 @@ def _proto_fields(data: memoryview):
     """(field number, value) of one protobuf message's top-level fields; nested messages stay bytes."""
     pos = 0
     while pos < len(data):
-        key, pos = _varint(data, pos)
+        key, pos = read_varint(data, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = _varint(data, pos)
+            value, pos = read_varint(data, pos)
         elif wire == 2:
-            length, pos = _varint(data, pos)
+            length, pos = read_varint(data, pos)
             value, pos = data[pos : pos + length], pos + length
         elif wire in (1, 5):
             size = 8 if wire == 1 else 4
@@ -202,7 +202,8 @@ def _proto_fields(data: memoryview):
         yield number, value
 
 
-def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+def read_varint(data: Union[memoryview, bytearray, bytes], pos: int) -> tuple[int, int]:
+    """(value, next position) of the protobuf varint at ``pos``."""
     result = shift = 0
     while True:
         byte = data[pos]

@@ -31,7 +31,7 @@ from edgeseg.data.layouts import check_train_val_splits
 from edgeseg.data.transforms import MAX_JITTER
 from edgeseg.errors import EdgesegError
 from edgeseg.evaluate import evaluate
-from edgeseg.fileio import atomic_path
+from edgeseg.fileio import atomic_path, prepare_output_dir
 from edgeseg.losses import LOSSES, make_loss
 from edgeseg.meta import Preprocess, ModelMeta
 from edgeseg.model import DeepLabV3Plus, build_model, load_backbone
@@ -221,7 +221,7 @@ class Trainer:
         self.split_note = check_train_val_splits(self.spec, config.train_split, config.val_split)
         resume_state = self._read_resume()
         if ddp.is_main:
-            _prepare_out_dir(self.out, config.exist_ok or resume_state is not None)
+            prepare_output_dir(self.out, config.exist_ok or resume_state is not None, "--out")
         self.device = self._device()
         torch.manual_seed(config.seed)
         self.train_data = _limited(SegmentationData(self.spec, config.train_split), config.train_limit)
@@ -509,17 +509,6 @@ def _init_from(model: DeepLabV3Plus, path: str) -> None:
             f"--init {path}: no tensor matches this model or a MobileNetV2 backbone (features.N...); "
             "pass an edgeseg/seed checkpoint or an ImageNet MobileNetV2 state_dict"
         )
-
-
-def _prepare_out_dir(out: Path, exist_ok: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise EdgesegError(f"--out {out}: is a file; pass a folder for the run")
-    if out.is_dir() and any(out.iterdir()) and not exist_ok:
-        raise EdgesegError(f"--out {out}: folder exists and is not empty; choose another folder or pass --exist-ok")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise EdgesegError(f"--out {out}: cannot create the folder ({err.strerror}); choose a writable path") from None
 
 
 def _missing_folders(out: Path) -> list[Path]:

@@ -224,6 +224,24 @@ def test_exist_ok_replaces_a_video_and_clears_only_the_old_frames_of_a_folder(mo
     assert (folder / "notes.txt").read_text() == "mine" and (folder / "frame_final.png").exists()
 
 
+def test_segments_cut_a_recording_into_finished_files(model, clip, tmp_path):
+    video = tmp_path / "rec.mp4"  # the clip runs at 10 FPS: --segment 1 is 10 frames a file
+    done = run_cli("run", model, "--source", clip, "--out", video, "--no-show", "--max-frames", "25", "--segment", "1",
+                   "--loop")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["rec_0000.mp4", "rec_0001.mp4", "rec_0002.mp4"], names
+    assert [decoded_frames(tmp_path / name) for name in names] == [10, 10, 5]
+    # a second recording under the same name neither mixes with the first nor replaces it silently
+    again = run_cli("run", model, "--source", clip, "--out", video, "--no-show", "--max-frames", "5", "--segment", "1")
+    assert_one_line_error(again, f"--out {video}", "segments of an earlier recording", "--exist-ok")
+    again = run_cli("run", model, "--source", clip, "--out", video, "--no-show", "--max-frames", "5", "--segment", "1",
+                    "--exist-ok")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec_0000.mp4"] and decoded_frames(tmp_path / "rec_0000.mp4") == 5
+    assert_one_line_error(run_cli("run", model, "--source", clip, "--out", video, "--no-show", "--segment", "0"), "--segment")
+
+
 # --- statistics in fixed memory ----------------------------------------------------------------
 
 TOLERANCE = StreamingStats.RELATIVE_ERROR * (1 + 1e-9)

@@ -203,6 +203,7 @@ def run_video(
     stats_json: Path | None = None,
     spin: bool = False,
     exist_ok: bool = False,
+    segment_seconds: float | None = None,
     on_frame: Callable[[RunStats], None] | None = None,
 ) -> dict:
     """Segment a video source into the sinks; returns (and prints) the run's statistics.
@@ -210,19 +211,23 @@ def run_video(
     ``spin=False`` lets ONNX Runtime's idle threads sleep, which leaves those moments to the
     capture and drawing threads that share the CPU with the model (see benchmarks/video_fps.py).
     ``exist_ok``: replace an existing video file, or delete a folder's old frame_*.png first.
+    ``segment_seconds``: cut video files into files of this length (``NAME_0000.mp4``, ...).
     ``on_frame`` is called in the main thread after each frame is written (benchmarks sample memory there).
     The report's ``exit_code`` says how the run ended (see the module's text); a write failure raises.
     """
     if not sinks:
         raise EdgesegError("edgeseg run: no output; pass --out FILE_OR_FOLDER, or leave --show on")
+    if segment_seconds is not None and not segment_seconds > 0:
+        raise EdgesegError(f"--segment {segment_seconds}: give the length of each recording file in seconds, e.g. 600")
     for uri in sinks:  # before the model loads: a refused output costs nothing
-        check_output(uri, exist_ok)
+        check_output(uri, exist_ok, segmented=segment_seconds is not None)
     options = {"spin": spin, **({"threads": threads} if threads else {})}
     with _stop_on_signals() as stop, Segmenter.load(model, backend=backend, device=device, **options) as segmenter:
         renderer = Renderer(segmenter.meta, mode, alpha, legend, hud, ignore_classes)
         source = open_source(source_uri, width=width, height=height, fps=fps, loop=loop)
         try:
-            outputs = [open_sink(uri, source.fps, exist_ok=exist_ok) for uri in sinks]
+            segment_frames = max(1, round(segment_seconds * source.fps)) if segment_seconds else None
+            outputs = [open_sink(uri, source.fps, exist_ok=exist_ok, segment_frames=segment_frames) for uri in sinks]
             run = _Run(segmenter, renderer, source, outputs, realtime, max_frames, reconnect_attempts, stop, on_frame)
             stats = run.go()
         finally:

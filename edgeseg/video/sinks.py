@@ -10,6 +10,12 @@ says nothing), and after ``release`` the temporary file is opened again with Ope
 hold every frame written, the last one decodable. A file that fails either check is deleted,
 never renamed, and ``close`` raises one line naming the output and the fix.
 
+A recording can be cut into segments (``segment_frames``): ``rec.mp4`` becomes ``rec_0000.mp4``,
+``rec_0001.mp4``, ..., each one finished, checked and published when the next one starts. A muxer
+keeps its file's index in memory until the file is closed (an mp4 about 73 bytes a frame), so a
+recording that runs for days needs segments to keep memory flat; a killed run loses only the
+segment it was writing.
+
 Existing outputs are never replaced silently: ``check_output`` refuses an existing file or a
 non-empty folder unless ``exist_ok``. With ``exist_ok`` a file is replaced when the new one is
 finished, and a folder loses only the files of the sink's own pattern (``frame_NNNNNN.png``),
@@ -50,17 +56,32 @@ class VideoSink:
 
 
 class VideoFileSink(VideoSink):
-    def __init__(self, uri: str, fps: float, size: tuple[int, int] | None = None, exist_ok: bool = False) -> None:
-        self.uri, self.path, self.fps = uri, Path(uri), fps
-        check_output(uri, exist_ok)
-        self.partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial{self.path.suffix}")
+    def __init__(self, uri: str, fps: float, size: tuple[int, int] | None = None, exist_ok: bool = False,
+                 segment_frames: int | None = None) -> None:  # fmt: skip
+        self.uri, self.fps, self.segment_frames = uri, fps, segment_frames
+        check_output(uri, exist_ok, segmented=segment_frames is not None)
+        if segment_frames is not None:
+            _remove_old_segments(Path(uri))  # only with exist_ok can any exist: never mix two recordings
+        self.segment = 0
+        self._target(0)
         self._writer: cv2.VideoWriter | None = None
-        self.frames = 0
+        self.frames = 0  # in the current file
         self.failed = False
         if size is not None:  # known up front: fail before the run, not at its first frame
             self._writer = self._open(*size)
 
+    def _target(self, segment: int) -> None:
+        """Point the sink at segment ``segment``'s final and temporary names."""
+        base = Path(self.uri)
+        self.path = segment_path(base, segment) if self.segment_frames is not None else base
+        self.partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial{self.path.suffix}")
+
     def write(self, image: np.ndarray) -> None:
+        if self.segment_frames is not None and self.frames == self.segment_frames:
+            self.close()  # publishes this segment (or raises, and the run stops)
+            self.segment += 1
+            self._target(self.segment)
+            self.frames = 0
         if self._writer is None:
             self._writer = self._open(image.shape[1], image.shape[0])
         elif self._size != (image.shape[1], image.shape[0]):
@@ -89,6 +110,7 @@ class VideoFileSink(VideoSink):
             return
         self._writer.release()
         self._writer = None
+        _return_freed_heap()  # the muxer's index of this file was just freed
         try:
             if self.failed or not self.frames:  # nothing written, or already reported: leave nothing behind
                 return
@@ -105,6 +127,20 @@ class VideoFileSink(VideoSink):
 
 
 _FIX = "free disk space, raise the file-size limit (ulimit -f) or choose another --out"
+
+
+def _return_freed_heap() -> None:
+    """Give glibc's freed heap back to the system (malloc_trim), where there is glibc.
+
+    FFmpeg frees a closed file's index and buffers, but glibc keeps the pages in its per-thread
+    arenas; over a recording cut into many segments that reads as slow growth of the process.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        pass
 
 
 def _holds_frames(path: Path, frames: int) -> bool:
@@ -198,17 +234,39 @@ class DisplaySink(VideoSink):
         cv2.destroyWindow(self.title)
 
 
-def open_sink(uri: str, fps: float, size: tuple[int, int] | None = None, exist_ok: bool = False) -> VideoSink:
+def open_sink(uri: str, fps: float, size: tuple[int, int] | None = None, exist_ok: bool = False,
+              segment_frames: int | None = None) -> VideoSink:  # fmt: skip
     """A sink for ``uri``; ``size`` (width, height), when known, opens a video file at once.
-    ``exist_ok``: replace an existing video file, or clear a folder's old frames (see the module's text)."""
+    ``exist_ok``: replace an existing video file, or clear a folder's old frames (see the module's text).
+    ``segment_frames``: cut a video file into files of this many frames (``NAME_0000.EXT``, ...)."""
     if uri == DISPLAY:
         return DisplaySink()
     if Path(uri).suffix.lower() in VIDEO_CODECS:
-        return VideoFileSink(uri, fps, size, exist_ok)
+        return VideoFileSink(uri, fps, size, exist_ok, segment_frames)
     return ImageFolderSink(uri, exist_ok)
 
 
-def check_output(uri: str, exist_ok: bool = False) -> None:
+def segment_path(base: Path, segment: int) -> Path:
+    """``rec.mp4`` -> ``rec_0003.mp4`` for segment 3."""
+    return base.with_name(f"{base.stem}_{segment:04d}{base.suffix}")
+
+
+def _old_segments(base: Path) -> list[Path]:
+    if not base.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(base.stem) + r"_\d{4,}" + re.escape(base.suffix))
+    return [p for p in base.parent.iterdir() if pattern.fullmatch(p.name) and p.is_file()]
+
+
+def _remove_old_segments(base: Path) -> None:
+    try:
+        for old in _old_segments(base):
+            old.unlink()
+    except OSError as err:
+        raise EdgesegError(f"--out {base}: cannot remove an earlier recording's segments ({err.strerror}); choose another --out") from None
+
+
+def check_output(uri: str, exist_ok: bool = False, segmented: bool = False) -> None:
     """Refuse, in one line and before any work, an output that cannot be written or would replace something."""
     if uri == DISPLAY:
         return
@@ -217,8 +275,11 @@ def check_output(uri: str, exist_ok: bool = False) -> None:
     if suffix in VIDEO_CODECS:
         if path.is_dir():
             raise EdgesegError(f"--out {uri}: is a folder; pass a file name, or a folder name without a video suffix for frames")
-        if path.exists() and not exist_ok:
+        if path.exists() and not exist_ok and not segmented:
             raise EdgesegError(f"--out {uri}: file exists; choose another name, or pass --exist-ok to replace it when the new one is finished")
+        if segmented and _old_segments(path) and not exist_ok:
+            raise EdgesegError(f"--out {uri}: segments of an earlier recording exist ({_old_segments(path)[0].name}, ...); "
+                               "choose another name, or pass --exist-ok to delete them and record anew")  # fmt: skip
         _check_writable(path.parent, uri)
         return
     if suffix and not path.is_dir():
