@@ -104,7 +104,7 @@ def eval_(
     worst: int = typer.Option(4, "--worst", min=0, max=1000, help="With --reference: save this many most-different images side by side."),
 ) -> None:
     """Score a model on a labelled split: mIoU, per-class IoU, pixel and mean accuracy."""
-    from edgeseg.commands import run_eval, run_fidelity
+    from edgeseg.commands import run_eval, run_eval_splits, run_fidelity
 
     _check_output(json_path, "--json")
     _check_output(plots, "--plots", folder=True)
@@ -113,43 +113,11 @@ def eval_(
     if len(splits) > 1 and reference is not None:
         raise EdgesegError(f"--split {split}: --reference compares on one split; run it once per split")
     if len(splits) > 1:
-        _eval_splits(model, data, splits, json_path, plots, backend, device, limit)
+        run_eval_splits(model, data, splits, json_path, plots, backend, device, limit)
     elif reference is not None:
         run_fidelity(model, reference, data, split, json_path, backend, device, limit, worst)
     else:
         run_eval(model, data, split, json_path, plots, backend, device, limit)
-
-
-def _eval_splits(model: Path, data: str, splits: Tuple[str, ...], json_path: Optional[Path], plots: Optional[Path],
-                 backend: str, device: str, limit: Optional[int]) -> None:  # fmt: skip
-    """``eval --split a,b``: each split's table, then a summary row per split; --json holds the reports by split."""
-    from edgeseg.commands import run_eval
-    from edgeseg.data import SegmentationData, resolve_dataset
-    from edgeseg.fileio import write_json
-
-    if len(set(splits)) < len(splits):
-        raise EdgesegError(f"--split {','.join(splits)}: names a split twice; list each once")
-    spec = resolve_dataset(data)
-    for name in splits:
-        SegmentationData(spec, name, check=False)  # an unknown or empty split fails here, before any model runs
-    plot_root = plots or (json_path.parent if json_path is not None else None)
-    reports = {}
-    for name in splits:
-        folder = None if plot_root is None else Path(plot_root) / name
-        reports[name] = run_eval(model, data, name, None, folder, backend, device, limit)
-        typer.echo("")
-    width = max(len("split"), *(len(name) for name in splits))
-    typer.echo(f"{'split':<{width}}  {'images':>6}  {'mIoU %':>7}  {'pixel acc %':>11}  {'mean acc %':>10}")
-    for name, report in reports.items():
-        scores = [_percent(report[key]) for key in ("miou", "pixel_accuracy", "mean_accuracy")]
-        typer.echo(f"{name:<{width}}  {report['num_images']:>6}  {scores[0]:>7}  {scores[1]:>11}  {scores[2]:>10}")
-    if json_path is not None:
-        write_json(json_path, {"model": str(model), "dataset": spec.name, "splits": reports})
-        typer.echo(f"metrics: {json_path}")
-
-
-def _percent(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}"
 
 
 @app.command()

@@ -38,6 +38,46 @@ def run_eval(
     return report
 
 
+def run_eval_splits(
+    model: Path,
+    data: str,
+    splits: tuple[str, ...],
+    json_path: Path | None,
+    plots: Path | None,
+    backend: str = "auto",
+    device: str | None = None,
+    limit: int | None = None,
+) -> dict:
+    """``eval --split a,b``: each split's table, then a summary row per split; --json holds the reports by split."""
+    from edgeseg.data import SegmentationData, resolve_dataset
+
+    if len(set(splits)) < len(splits):
+        raise EdgesegError(f"--split {','.join(splits)}: names a split twice; list each once")
+    spec = resolve_dataset(data)
+    for name in splits:
+        SegmentationData(spec, name, check=False)  # an unknown or empty split fails here, before any model runs
+    plot_root = plots or (json_path.parent if json_path is not None else None)
+    reports = {}
+    for name in splits:
+        folder = None if plot_root is None else Path(plot_root) / name
+        reports[name] = run_eval(model, data, name, None, folder, backend, device, limit)
+        print()
+    width = max(len("split"), *(len(name) for name in splits))
+    print(f"{'split':<{width}}  {'images':>6}  {'mIoU %':>7}  {'pixel acc %':>11}  {'mean acc %':>10}")
+    for name, report in reports.items():
+        scores = [_percent(report[key]) for key in ("miou", "pixel_accuracy", "mean_accuracy")]
+        print(f"{name:<{width}}  {report['num_images']:>6}  {scores[0]:>7}  {scores[1]:>11}  {scores[2]:>10}")
+    combined = {"model": str(model), "dataset": spec.name, "splits": reports}
+    if json_path is not None:
+        write_json(json_path, combined)
+        print(f"metrics: {json_path}")
+    return combined
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
 def run_fidelity(
     model: Path,
     reference: Path,
