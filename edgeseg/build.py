@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 from edgeseg.engine_manifest import engine_manifest, manifest_path, system_facts
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import file_sha256, write_bytes, write_json
-from edgeseg.onnx_meta import PRECISIONS as ENGINE_PRECISIONS, parse_meta, read_metadata_props, read_varint
+from edgeseg.onnx_meta import PRECISIONS as ENGINE_PRECISIONS, parse_meta, proto_spans, read_metadata_props
 from edgeseg.runtime.trt.support import (
     dla_problem,
     dtype_name,
@@ -193,23 +193,7 @@ def _field(data: bytearray, start: int, end: int, number: int, wire: int) -> Opt
 
 def _fields(data: bytearray, start: int, end: int, number: int, wire: int) -> List[Tuple[int, int]]:
     """(start, end) of every value of field ``number`` in the message at data[start:end]."""
-    found, pos = [], start
-    while pos < end:
-        key, pos = read_varint(data, pos)
-        kind = key & 7
-        if kind == 0:
-            value_start = pos
-            _, pos = read_varint(data, pos)
-        elif kind == 2:
-            length, value_start = read_varint(data, pos)
-            pos = value_start + length
-        elif kind in (1, 5):
-            value_start, pos = pos, pos + (8 if kind == 1 else 4)
-        else:
-            raise EdgesegError(f"ONNX model: unexpected protobuf wire type {kind}; the file is damaged, re-copy it")
-        if key >> 3 == number and kind == wire:
-            found.append((value_start, pos))
-    return found
+    return [(a, b) for n, w, a, b in proto_spans(data, start, end) if n == number and w == wire]
 
 
 # --- the build ------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ Heavy modules (torch, the library stages) are imported inside each command so th
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
@@ -15,6 +14,7 @@ import typer
 
 from edgeseg import __version__
 from edgeseg.errors import EdgesegError
+from edgeseg.fileio import check_output_path
 
 DEVICE_HELP = "cpu, cuda or cuda:N, tensorrt (ONNX Runtime's provider) (default: cuda for a TensorRT engine, else cpu)."
 
@@ -106,8 +106,8 @@ def eval_(
     """Score a model on a labelled split: mIoU, per-class IoU, pixel and mean accuracy."""
     from edgeseg.commands import run_eval, run_eval_splits, run_fidelity
 
-    _check_output(json_path, "--json")
-    _check_output(plots, "--plots", folder=True)
+    check_output_path(json_path, "--json")
+    check_output_path(plots, "--plots", folder=True)
 
     splits = _split(split) or ()
     if len(splits) > 1 and reference is not None:
@@ -149,7 +149,7 @@ def import_seed(
     """Wrap a seed-repository state_dict with its conventions (RGB, x/255, letterbox grey)."""
     from edgeseg.commands import run_import_seed
 
-    _check_output(out, "--out")
+    check_output_path(out, "--out")
 
     run_import_seed(checkpoint, num_classes, out, data, img_size, output_stride)
 
@@ -261,7 +261,7 @@ def calib_data(
     """Choose calibration images covering rare classes; write a manifest (paths and sha256)."""
     from edgeseg.calibration import make_calibration_manifest
 
-    _check_output(out, "--out", folder=out.suffix != ".json")
+    check_output_path(out, "--out", folder=out.suffix != ".json")
 
     path = make_calibration_manifest(data, split, n, out)
     typer.echo(f"calibration manifest: {path}")
@@ -285,8 +285,8 @@ def bench(
     """Latency (mean, p50, p90, p99), throughput, per-stage times and peak memory, side by side."""
     from edgeseg.bench import run_bench
 
-    _check_output(json_path, "--json")
-    _check_output(markdown, "--markdown")
+    check_output_path(json_path, "--json")
+    check_output_path(markdown, "--markdown")
 
     run_bench(models, backend=backend, device=device, batch_size=batch_size, iters=iters, warmup=warmup,
               threads=threads, img_size=img_size, data=data, model_only=model_only, json_path=json_path,
@@ -354,25 +354,6 @@ def doctor(
     code = run_doctor(for_, json_path)
     if code:
         raise typer.Exit(code)
-
-
-def _check_output(path: Optional[Path], flag: str, folder: bool = False) -> None:
-    """Refuse an output that cannot be written before the work that fills it, not after."""
-    if path is None:
-        return
-    if folder and path.exists() and not path.is_dir():
-        raise EdgesegError(f"{flag} {path}: is a file; pass a folder")
-    if not folder and path.is_dir():
-        raise EdgesegError(f"{flag} {path}: is a folder; give a file name, e.g. {path / 'results.json'}")
-    start = path.absolute() if folder else path.absolute().parent
-    existing = next(p for p in (start, *start.parents) if p.exists())
-    if not existing.is_dir():
-        raise EdgesegError(f"{flag} {path}: {existing} is a file, not a folder; choose another path")
-    try:
-        os.close(os.open(existing / f".edgeseg-probe-{os.getpid()}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        os.unlink(existing / f".edgeseg-probe-{os.getpid()}")
-    except OSError as err:
-        raise EdgesegError(f"{flag} {path}: cannot write in {existing} ({err.strerror}); choose a writable place") from None
 
 
 def _split(value: Optional[str]) -> Optional[Tuple[str, ...]]:

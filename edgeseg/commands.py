@@ -8,6 +8,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.fileio import prepare_output_dir, write_json
 from edgeseg.images import list_images, read_image, write_image
 
+
 def run_eval(
     model: Path,
     data: str,

@@ -58,3 +58,28 @@ def prepare_output_dir(out: Path, exist_ok: bool, flag: str) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise EdgesegError(f"{flag} {out}: cannot create the folder ({err.strerror}); choose a writable path") from None
+
+
+def check_output_path(path: Path | None, flag: str, folder: bool = False) -> None:
+    """Refuse an output that cannot be written before the work that fills it, not after.
+
+    ``folder``: ``path`` is a folder to write into, else a file. Nothing is created: the nearest
+    existing folder must take a new file (tried with a probe file, which is removed at once).
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise EdgesegError(f"{flag} {path}: is a file; pass a folder")
+    if not folder and path.is_dir():
+        raise EdgesegError(f"{flag} {path}: is a folder; give a file name, e.g. {path / 'results.json'}")
+    start = path.absolute() if folder else path.absolute().parent
+    existing = next(p for p in (start, *start.parents) if p.exists())
+    if not existing.is_dir():
+        raise EdgesegError(f"{flag} {path}: {existing} is a file, not a folder; choose another path")
+    probe = existing / f".edgeseg-probe-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.unlink(probe)
+    except OSError as err:
+        raise EdgesegError(f"{flag} {path}: cannot write in {existing} ({err.strerror}); choose a writable place") from None

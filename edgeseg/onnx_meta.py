@@ -185,21 +185,27 @@ def read_metadata_props(payload: bytes) -> dict[str, str]:
 
 def _proto_fields(data: memoryview):
     """(field number, value) of one protobuf message's top-level fields; nested messages stay bytes."""
-    pos = 0
-    while pos < len(data):
+    for number, wire, start, end in proto_spans(data, 0, len(data)):
+        yield number, (read_varint(data, start)[0] if wire == 0 else data[start:end])
+
+
+def proto_spans(data: Union[memoryview, bytearray, bytes], start: int, end: int):
+    """(field number, wire type, value start, value end) of each top-level field of the message at data[start:end]."""
+    pos = start
+    while pos < end:
         key, pos = read_varint(data, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = read_varint(data, pos)
+            value_start = pos
+            _, pos = read_varint(data, pos)
         elif wire == 2:
-            length, pos = read_varint(data, pos)
-            value, pos = data[pos : pos + length], pos + length
+            length, value_start = read_varint(data, pos)
+            pos = value_start + length
         elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, pos = data[pos : pos + size], pos + size
+            value_start, pos = pos, pos + (8 if wire == 1 else 4)
         else:
-            raise EdgesegError(f"ONNX model: unexpected protobuf wire type {wire}; the file is damaged")
-        yield number, value
+            raise EdgesegError(f"ONNX model: unexpected protobuf wire type {wire}; the file is damaged, re-export or re-copy it")
+        yield number, wire, value_start, pos
 
 
 def read_varint(data: Union[memoryview, bytearray, bytes], pos: int) -> tuple[int, int]:

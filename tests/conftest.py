@@ -51,3 +51,50 @@ def assert_one_line_error(done, *fragments: str) -> None:
     assert "Traceback" not in done.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="session")
+def video_model(small_checkpoint, tmp_path_factory) -> Path:
+    """The small checkpoint as an FP32 ONNX model, for the video tests."""
+    from edgeseg.export import export_onnx
+
+    return export_onnx(small_checkpoint, tmp_path_factory.mktemp("video_model") / "m", verify=False).onnx_path
+
+
+CLIP_FRAMES = 12
+
+
+@pytest.fixture(scope="session")
+def camvid_clip(camvid, tmp_path_factory) -> Path:
+    """CLIP_FRAMES CamVid val frames as a 10 FPS, 480x360 MJPG .avi."""
+    import cv2
+
+    path = tmp_path_factory.mktemp("clip") / "camvid_val.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (480, 360))
+    for image_path in sorted((camvid / "images" / "val").glob("*.jpg"))[:CLIP_FRAMES]:
+        writer.write(cv2.imread(str(image_path)))
+    writer.release()
+    return path
+
+
+def wait_for(predicate, seconds: float) -> bool:
+    """Poll ``predicate`` every 0.1 s until it holds (True) or ``seconds`` pass (False)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def error_of(func, *args) -> str:
+    """The one-line EdgesegError message ``func(*args)`` raises."""
+    from edgeseg.errors import EdgesegError
+
+    with pytest.raises(EdgesegError) as info:
+        func(*args)
+    message = str(info.value)
+    assert "\n" not in message
+    return message

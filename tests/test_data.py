@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import error_of
+
 from edgeseg.data import DatasetSpec, SegmentationData, list_pairs, preset_names, resolve_dataset, train_augment
-from edgeseg.errors import EdgesegError
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared/datasets/camvid"
 needs_camvid = pytest.mark.skipif(not CAMVID.is_dir(), reason=f"CamVid not found at {CAMVID}")
@@ -46,14 +47,6 @@ def camvid_tree(root: Path, stems: tuple[str, ...] = ("a", "b", "c"), split: str
 
 def open_camvid(root: Path, split: str = "train") -> SegmentationData:
     return SegmentationData(resolve_dataset(f"camvid:{root}"), split)
-
-
-def error_of(func, *args) -> str:
-    with pytest.raises(EdgesegError) as info:
-        func(*args)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 # --- CamVid, the real data ----------------------------------------------------------

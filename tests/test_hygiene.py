@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_one_line_error, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli, wait_for
 
 M = "missing.pt"  # parsing fails before any file is opened
 
@@ -38,15 +38,6 @@ def _start(*args: str, out: Path) -> subprocess.Popen:
         command, cwd=ROOT, stdout=open(out, "w"), stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
-
-
-def _wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 # --- numbers out of range: refused where they are parsed -------------------------------------
@@ -247,7 +238,7 @@ def test_second_export_into_the_same_out_is_refused_while_the_first_runs(small_c
     first = _start("export", small_checkpoint, "--out", out, "--no-verify", "--precision", "int8",
                    "--calib", _calib(camvid), "--calib-images", "64", out=tmp_path / "first.log")  # fmt: skip
     try:
-        assert _wait_for(lambda: (tmp_path / ".e.lock").exists() or first.poll() is not None, 120)
+        assert wait_for(lambda: (tmp_path / ".e.lock").exists() or first.poll() is not None, 120)
         second = run_cli("export", small_checkpoint, "--out", out, "--no-verify", "--exist-ok")
         assert first.poll() is None, "the first export must still be running for this test to mean anything"
         assert_one_line_error(second, "another export is writing", f"pid {first.pid}", "choose another --out")
@@ -269,7 +260,7 @@ def test_sigkill_leaves_staging_that_a_rerun_cleans(small_checkpoint, camvid, tm
             "--calib-images", "64")  # fmt: skip
     victim = _start(*args, out=tmp_path / "victim.log")
     staging = lambda: [p for p in tmp_path.glob(".e.export-*") if any(p.glob(".edgeseg-calib-*"))]  # noqa: E731
-    assert _wait_for(lambda: bool(staging()) or victim.poll() is not None, 180), "calibration never started"
+    assert wait_for(lambda: bool(staging()) or victim.poll() is not None, 180), "calibration never started"
     victim.kill()
     victim.wait()
     assert staging() and not out.exists(), "SIGKILL mid-calibration leaves only a hidden staging folder"
@@ -298,7 +289,7 @@ def test_ctrl_c_during_export_says_interrupted_and_leaves_nothing(small_checkpoi
     log = tmp_path / "export.log"
     run = _start("export", small_checkpoint, "--out", out, "--no-verify", "--precision", "int8",
                  "--calib", _calib(camvid), "--calib-images", "64", out=log)  # fmt: skip
-    assert _wait_for(lambda: "calibrating" in log.read_text() or run.poll() is not None, 180)
+    assert wait_for(lambda: "calibrating" in log.read_text() or run.poll() is not None, 180)
     run.send_signal(signal.SIGINT)
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 130, stderr
@@ -310,7 +301,7 @@ def test_ctrl_c_during_train_says_interrupted_and_leaves_no_empty_out(camvid, tm
     out = tmp_path / "runs" / "r"
     run = _start("train", "--data", f"camvid:{camvid}", "--out", out, "--img-size", "64", "64", "--epochs", "1",
                  "--batch-size", "2", "--workers", "0", "--train-limit", "400", out=tmp_path / "train.log")  # fmt: skip
-    assert _wait_for(lambda: out.exists() or run.poll() is not None, 180), "train never made its --out"
+    assert wait_for(lambda: out.exists() or run.poll() is not None, 180), "train never made its --out"
     run.send_signal(signal.SIGINT)
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 130, stderr

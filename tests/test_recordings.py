@@ -3,7 +3,6 @@ and the run statistics live in fixed memory. Real subprocesses, real signals, a 
 """
 
 import json
-import os
 import resource
 import signal
 import subprocess
@@ -17,27 +16,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, assert_one_line_error, run_cli
-from edgeseg.errors import EdgesegError
-from edgeseg.export import export_onnx
+from conftest import CLIP_FRAMES, ROOT, assert_one_line_error, run_cli, wait_for
 from edgeseg.video import RunStats, StreamingStats, open_sink
 
-CLIP_FRAMES = 12
 
 
 @pytest.fixture(scope="module")
-def model(small_checkpoint, tmp_path_factory):
-    return export_onnx(small_checkpoint, tmp_path_factory.mktemp("recordings") / "m", verify=False).onnx_path
+def model(video_model):
+    return video_model
 
 
 @pytest.fixture(scope="module")
-def clip(camvid, tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip") / "camvid_val.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (480, 360))
-    for image_path in sorted((camvid / "images" / "val").glob("*.jpg"))[:CLIP_FRAMES]:
-        writer.write(cv2.imread(str(image_path)))
-    writer.release()
-    return path
+def clip(camvid_clip):
+    return camvid_clip
 
 
 def decoded_frames(path) -> int:
@@ -50,15 +41,6 @@ def decoded_frames(path) -> int:
 
 def hidden_files(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
-
-
-def _wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _popen(*args, **kwargs) -> subprocess.Popen:
@@ -74,7 +56,7 @@ def test_a_signal_ends_the_run_like_q_with_a_playable_file_under_its_final_name(
     out, stats = tmp_path / "rec.mp4", tmp_path / "run.json"
     run = _popen(model, "--source", clip, "--loop", "--out", out, "--no-show", "--max-frames", "100000", "--json", stats)
     try:
-        assert _wait_for(lambda: hidden_files(tmp_path), 60), "run never started writing"
+        assert wait_for(lambda: hidden_files(tmp_path), 60), "run never started writing"
         time.sleep(1.0)
         run.send_signal(sig)
         stdout, stderr = run.communicate(timeout=60)

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, error_of, run_cli
 from PIL import Image
 
 from edgeseg.data import SegmentationData, list_pairs, resolve_dataset
 from edgeseg.data.layouts import check_train_val_splits, frame_name, sequence_of
-from edgeseg.errors import EdgesegError
 
 PRESET = (Path(__file__).resolve().parents[1] / "edgeseg/data/presets/camvid.toml").read_text()
 HEADER = PRESET[: PRESET.index("\n# Splits that measure")]  # the camvid preset without its [splits]
@@ -53,14 +52,6 @@ exclude_frames = ["A1_001", "C3_001"]
 
 def stems(spec, split: str) -> list[str]:
     return [frame_name(image) for image, _ in list_pairs(spec, split)]
-
-
-def error_of(func, *args) -> str:
-    with pytest.raises(EdgesegError) as info:
-        func(*args)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 # --- parsing and selection ---------------------------------------------------------------

@@ -8,7 +8,6 @@ valid ModelMeta or an EdgesegError, nothing else.
 """
 
 import json
-import os
 from pathlib import Path
 
 import cv2

@@ -15,30 +15,23 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_one_line_error, run_cli
+from conftest import CLIP_FRAMES, ROOT, assert_one_line_error, run_cli, wait_for
 from edgeseg.errors import EdgesegError
-from edgeseg.export import export_onnx
 from edgeseg.runtime import Segmenter
 from edgeseg.video import run_video
 from edgeseg.video.render import Renderer
 
-CLIP_FRAMES = 12
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (Debian package) is needed to serve a stream")
 
 
 @pytest.fixture(scope="module")
-def model(small_checkpoint, tmp_path_factory):
-    return export_onnx(small_checkpoint, tmp_path_factory.mktemp("video") / "m", verify=False).onnx_path
+def model(video_model):
+    return video_model
 
 
 @pytest.fixture(scope="module")
-def clip(camvid, tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip") / "camvid_val.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (480, 360))
-    for image_path in sorted((camvid / "images" / "val").glob("*.jpg"))[:CLIP_FRAMES]:
-        writer.write(cv2.imread(str(image_path)))
-    writer.release()
-    return path
+def clip(camvid_clip):
+    return camvid_clip
 
 
 def decoded_frames(path, limit=1000):
@@ -105,15 +98,6 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _start_run(*args):
     command = [sys.executable, "-m", "edgeseg", "run", *map(str, args)]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -136,7 +120,7 @@ def test_network_stream_killed_midway_ends_cleanly_with_a_playable_file(model, c
         time.sleep(0.5)
         run = _start_run(model, "--source", f"http://127.0.0.1:{port}/cam", "--out", out, "--no-show",
                          "--reconnect", "2", "--max-frames", "2000")  # fmt: skip
-        assert _wait_for(lambda: _partials(tmp_path), 30), "run never started writing"
+        assert wait_for(lambda: _partials(tmp_path), 30), "run never started writing"
         time.sleep(1.5)
     finally:
         server.kill()
@@ -155,7 +139,7 @@ def test_network_stream_that_comes_back_is_reconnected(model, clip, tmp_path):
         time.sleep(0.5)
         run = _start_run(model, "--source", f"http://127.0.0.1:{port}/cam", "--out", out, "--no-show",
                          "--reconnect", "6", "--max-frames", "40", "--json", stats)  # fmt: skip
-        assert _wait_for(lambda: _partials(tmp_path), 30), "run never started writing"
+        assert wait_for(lambda: _partials(tmp_path), 30), "run never started writing"
         time.sleep(1.0)
         server.kill()
         server.wait(timeout=10)
@@ -178,7 +162,7 @@ def _partials(folder):
 def test_sigint_leaves_a_playable_file(model, clip, tmp_path):
     out = tmp_path / "looped.mp4"
     run = _start_run(model, "--source", clip, "--loop", "--out", out, "--no-show", "--max-frames", "100000")
-    assert _wait_for(lambda: _partials(tmp_path), 30), "run never started writing"
+    assert wait_for(lambda: _partials(tmp_path), 30), "run never started writing"
     time.sleep(1.0)
     run.send_signal(signal.SIGINT)
     stdout, stderr = run.communicate(timeout=30)

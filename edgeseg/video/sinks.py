@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from edgeseg.errors import EdgesegError
+from edgeseg.fileio import check_output_path
 
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 DISPLAY = "display://"
@@ -280,7 +281,7 @@ def check_output(uri: str, exist_ok: bool = False, segmented: bool = False) -> N
         if segmented and _old_segments(path) and not exist_ok:
             raise EdgesegError(f"--out {uri}: segments of an earlier recording exist ({_old_segments(path)[0].name}, ...); "
                                "choose another name, or pass --exist-ok to delete them and record anew")  # fmt: skip
-        _check_writable(path.parent, uri)
+        check_output_path(path, "--out")
         return
     if suffix and not path.is_dir():
         raise EdgesegError(f"--out {uri}: unknown output kind {suffix}; use .mp4, .avi, .mkv, a folder, or display://")
@@ -288,19 +289,8 @@ def check_output(uri: str, exist_ok: bool = False, segmented: bool = False) -> N
         raise EdgesegError(f"--out {uri}: is a file; pass a folder for the frames, or a .mp4/.avi name for a video")
     if path.is_dir() and any(path.iterdir()) and not exist_ok:
         raise EdgesegError(f"--out {uri}: folder is not empty; choose another, or pass --exist-ok to delete its old frame_*.png and write new ones")
-    _check_writable(path, uri)
+    check_output_path(path, "--out", folder=True)
 
 
 def _own_frames(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if FRAME_PATTERN.fullmatch(p.name) and p.is_file()]
-
-
-def _check_writable(path: Path, uri: str) -> None:
-    """The nearest existing folder of ``path`` must be a writable folder (nothing is created here)."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise EdgesegError(f"--out {uri}: {existing} is a file, not a folder; choose another path")
-    if not os.access(existing, os.W_OK):
-        raise EdgesegError(f"--out {uri}: {existing} is not writable; choose another path")
