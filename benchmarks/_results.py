@@ -14,6 +14,28 @@ sys.path.insert(0, str(ROOT))
 from edgeseg.fileio import write_bytes, write_json  # noqa: E402
 
 
+CPU_FLAGS_OF_NOTE = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni",
+                     "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve")
+
+
+def cpu_flags() -> list[str]:
+    """The flags of /proc/cpuinfo that decide CPU inference speed (x86 SIMD, VNNI, AMX; Arm NEON dot product, SVE)."""
+    from edgeseg.sysinfo import read_text
+
+    cpuinfo = read_text(Path("/proc/cpuinfo")) or ""
+    names = ("flags", "Features")  # x86, Arm
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.split(":")[0].strip() in names), [])
+    return [flag for flag in CPU_FLAGS_OF_NOTE if flag in flags]
+
+
+def machine(threads: int | None = None) -> dict:
+    """What every result records about the machine: environment, a one-line summary and the CPU flags of note."""
+    from edgeseg.sysinfo import environment, summary
+
+    info = environment(threads=threads)
+    return {**info, "summary": summary(info), "cpu_flags": cpu_flags()}
+
+
 def save_json(name: str, data: object) -> Path:
     return write_json(RESULTS_DIR / name, data)
 

@@ -1,11 +1,12 @@
 """Export of the reference model, measured: parity, FP16/INT8 fidelity per calibration method, CPU latency.
 
-    python benchmarks/export_int8.py [--model models/reference/best.pt] [--calib calib_data/camvid-train-256]
+    python benchmarks/export_int8.py [--model models/reference/best.pt] [--calib calib_data/camvid-train-heldout-256]
+        [--split heldout]
 
 1. `edgeseg export` with FP32 + FP16 + INT8 + calibration cache and the default settings, timed
    end to end (goal: under 5 minutes on a 2-core CPU); its parity and fidelity reports.
 2. The same calibration images with each method (percentile, entropy, minmax): both INT8 files
-   against PyTorch on CamVid val (goals: mIoU drop <= 0.5 points, no class losing more than
+   against PyTorch on --split, CamVid's held-out drive 0006R0 by default (goals: mIoU drop <= 0.5 points, no class losing more than
    2 points, pixel agreement >= 98 %).
 3. ONNX Runtime CPU latency at 360x480, batch 1, 2 threads, model only, the models' rounds
    interleaved (goal: CPU-form INT8 <= 0.30 x FP32).
@@ -31,7 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "models/reference/best.pt"))
     parser.add_argument("--data", default=f"camvid:{ROOT.parent / 'shared/datasets/camvid'}")
-    parser.add_argument("--calib", default=str(ROOT / "calib_data/camvid-train-256"))
+    parser.add_argument("--calib", default=str(ROOT / "calib_data/camvid-train-heldout-256"))
+    parser.add_argument("--split", default="heldout", help="Split of --data the proofs and fidelity use.")
     parser.add_argument("--calib-images", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=6)
@@ -44,7 +46,7 @@ def main() -> None:
     out = Path(args.out)
     start = time.perf_counter()
     result = export_onnx(Path(args.model), out / "percentile", data=args.data, precisions=("fp32", "fp16", "int8"),
-                         calib=args.calib, calib_images=args.calib_images, exist_ok=True)  # fmt: skip
+                         calib=args.calib, calib_images=args.calib_images, split=args.split, exist_ok=True)  # fmt: skip
     export_seconds = time.perf_counter() - start
     fidelity = {"percentile": {r["model"]: r for r in result.fidelity}}
     for method in ("entropy", "minmax"):
@@ -52,11 +54,18 @@ def main() -> None:
     latency = measure_latency(result.files, args.threads, args.rounds, args.iters, args.data)
     report = {"export_seconds": export_seconds, "export_steps_seconds": _steps(out / "percentile"),
               "parity": result.parity, "fidelity": fidelity, "latency_ms": latency,
-              "calib_images": args.calib_images, "threads": args.threads, "environment": environment()}  # fmt: skip
+              "calib_images": args.calib_images, "calib": Path(args.calib).name, "split": args.split,
+              "num_images": _split_size(args), "threads": args.threads, "environment": environment()}  # fmt: skip
     save_json("export_int8_cpu.json", report)
     markdown = render(report)
     update_section("export_int8", markdown)
     print(markdown)
+
+
+def _split_size(args) -> int:
+    from edgeseg.data import SegmentationData, resolve_dataset
+
+    return len(SegmentationData(resolve_dataset(args.data), args.split, check=False))
 
 
 def other_method(result, method: str, args) -> dict:
@@ -69,7 +78,7 @@ def other_method(result, method: str, args) -> dict:
     from edgeseg.runtime import Segmenter
 
     fp32 = result.files["fp32"]
-    data = SegmentationData(resolve_dataset(args.data), "val")
+    data = SegmentationData(resolve_dataset(args.data), args.split)
     with Segmenter.load(args.model) as reference_model:
         reference = reference_predictions(reference_model, data, "PyTorch (checkpoint)")
     with Segmenter.load(fp32) as probe:
@@ -132,17 +141,17 @@ def render(report: dict) -> str:
     lines = [
         "## Export, INT8 fidelity and CPU latency — `python benchmarks/export_int8.py`",
         "",
-        f"Reference model (`models/reference/best.pt`), CamVid val (101 images), {report['calib_images']} calibration",
-        f"images from `calib_data/camvid-train-256` (train split). {report['environment']}.",
+        f"Reference model (`models/reference/best.pt`), CamVid {report['split']} ({report['num_images']} images), "
+        f"{report['calib_images']} calibration images from `calib_data/{report['calib']}`. {report['environment']}.",
         "",
         f"- Export FP32 + FP16 + INT8 (both forms) + calibration cache, with parity and fidelity reports: "
         f"**{report['export_seconds']:.0f} s** (goal < 300 s); steps: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in report["export_steps_seconds"].items() if k != "total"),
-        f"- FP32 ONNX parity on {parity['num_images']} val images: argmax agreement "
+        f"- FP32 ONNX parity on {parity['num_images']} {report['split']} images: argmax agreement "
         f"**{100 * parity['argmax_agreement']:.4f} %** (goal >= 99.99 %), max |logit diff| "
         f"{parity['max_abs_logit_diff']:.2e} = **{parity['max_rel_logit_diff']:.1e} x max |logit|** (goal <= 1e-3)",
         "",
-        "Against PyTorch on CamVid val (goals: mIoU change >= -0.50, worst class >= -2.00 points, agreement >= 98 %):",
+        f"Against PyTorch on CamVid {report['split']} (goals: mIoU change >= -0.50, worst class >= -2.00 points, agreement >= 98 %):",
         "",
     ]
     rows = []

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from _results import ROOT, markdown_table, save_json, update_section
+from _results import machine as shared_machine
 
 SAMPLE_EVERY = 100
 CLIP_SIZE = (160, 120)  # width, height
@@ -257,12 +258,7 @@ def container_index(frames: int = 20_000) -> list[dict]:
 
 
 def machine() -> dict:
-    from edgeseg.sysinfo import environment, read_text
-
-    cpuinfo = read_text(Path("/proc/cpuinfo")) or ""
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    wanted = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
-    return {**environment(threads=1), "cpu_flags": [f for f in wanted if f in flags], "glibc": "-".join(os.confstr("CS_GNU_LIBC_VERSION").split())}
+    return {**shared_machine(threads=1), "glibc": "-".join(os.confstr("CS_GNU_LIBC_VERSION").split())}
 
 
 def render(runs: list[dict], ort: dict | None, containers: dict | None = None) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import write_bytes, write_json
-from edgeseg.runtime import Segmenter
+from edgeseg.runtime import Segmenter, backend_names
 from edgeseg.sysinfo import TegrastatsSampler, environment, summary
 
 MIN_SIDE, MAX_SIDE = 16, 8192  # --img-size of the synthetic source picture (8192x8192x3 is 192 MiB)
@@ -40,6 +40,7 @@ class BenchResult:
     power_w: float | None = None
     fps_per_watt: float | None = None
     ratio: float = 1.0  # mean latency / the first row's
+    gmacs: float | None = None  # per image, from the model's metadata (export counts them); None: not recorded
 
 
 def benchmark_models(
@@ -61,13 +62,24 @@ def benchmark_models(
         raise EdgesegError(f"--batch-size {batch_size} / --threads {threads}: give whole numbers of at least 1")
     if img_size is not None and not all(MIN_SIDE <= side <= MAX_SIDE for side in img_size):
         raise EdgesegError(f"--img-size {' '.join(map(str, img_size))}: give H W from {MIN_SIDE} to {MAX_SIDE}, e.g. 360 480")
+    backends = _backend_list(backend)
     results = [
-        _bench_one(Path(m), backend, device, batch_size, iters, warmup, threads, img_size, images, model_only)
-        for m in models
+        _bench_one(Path(m), name, device, batch_size, iters, warmup, threads, img_size, images, model_only)
+        for m in models for name in backends
     ]
     for result in results:
         result.ratio = result.latency_ms["mean"] / results[0].latency_ms["mean"]
     return results
+
+
+def _backend_list(backend: str) -> list[str]:
+    """``--backend onnxruntime,openvino``: one row per backend for each model, all names checked before any run."""
+    names = [name.strip() for name in backend.split(",") if name.strip()] or ["auto"]
+    unknown = [name for name in names if name not in ("auto", *backend_names())]
+    if unknown:
+        raise EdgesegError(f"--backend {backend}: unknown {', '.join(unknown)}; choose from "
+                           f"{', '.join(('auto', *backend_names()))}, comma-separated to compare")  # fmt: skip
+    return names
 
 
 def _bench_one(model, backend, device, batch_size, iters, warmup, threads, img_size, images, model_only) -> BenchResult:
@@ -95,6 +107,7 @@ def _bench_one(model, backend, device, batch_size, iters, warmup, threads, img_s
             throughput_fps=fps, stages_ms={k: statistics.fmean(r[k] for r in stage_rows) for k in stage_rows[0]},
             backend_stages_ms={k: statistics.fmean(r[k] for r in backend_rows) for k in backend_rows[0]} if backend_rows else None,
             peak_rss_mb=_peak_rss_mb(), power_w=watts, fps_per_watt=fps / watts if watts else None,
+            gmacs=segmenter.meta.macs / 1e9 if segmenter.meta.macs is not None else None,
         )  # fmt: skip
 
 
@@ -147,7 +160,7 @@ def _peak_rss_mb() -> float | None:
 
 # --- reporting -------------------------------------------------------------------------
 def format_table(results: list[BenchResult]) -> str:
-    header = ["model", "backend", "mode", "batch", "mean ms", "p50", "p90", "p99", "img/s", "pre ms", "infer ms",
+    header = ["model", "backend", "mode", "batch", "GMACs", "mean ms", "p50", "p90", "p99", "img/s", "pre ms", "infer ms",
               "post ms", "peak MB", "ratio"]  # fmt: skip
     rows = [_row(r) for r in results]
     if any(r.backend_stages_ms for r in results):
@@ -163,7 +176,8 @@ def format_table(results: list[BenchResult]) -> str:
 
 def _row(r: BenchResult) -> list[str]:
     stages = r.stages_ms
-    row = [Path(r.model).name, r.backend, r.mode, str(r.batch_size), f"{r.latency_ms['mean']:.1f}",
+    row = [Path(r.model).name, r.backend, r.mode, str(r.batch_size),
+           "-" if r.gmacs is None else f"{r.gmacs:.2f}", f"{r.latency_ms['mean']:.1f}",
            f"{r.latency_ms['p50']:.1f}", f"{r.latency_ms['p90']:.1f}", f"{r.latency_ms['p99']:.1f}",
            f"{r.throughput_fps:.1f}", _ms(stages.get("preprocess")), _ms(stages.get("inference")),
            _ms(stages.get("postprocess")), f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb else "-", f"{r.ratio:.2f}x"]  # fmt: skip

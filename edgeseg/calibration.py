@@ -112,6 +112,7 @@ def _manifest(data: str, dataset, picks: list[int], class_counts: np.ndarray, fo
         "data": data,
         "dataset": dataset.spec.name,
         "split": dataset.split,
+        "image_split": _image_split(dataset.spec, dataset.split),
         "layout": dataset.spec.layout,
         "selection": "greedy by class pixel coverage (sum of log(1 + covered / expected))",
         "root": os.path.relpath(root, folder.resolve()),
@@ -157,6 +158,12 @@ def load_calibration_set(calib: str | Path) -> CalibrationSet:
     return CalibrationSet(tuple(readable), source, None)
 
 
+def _image_split(spec, split: str) -> str:
+    """The physical split whose folder holds ``split``'s images: itself, or a derived split's ``from``."""
+    derived = {d.name: d.source for d in spec.splits}
+    return derived.get(split, split)
+
+
 def _from_manifest(manifest: Path, source: str) -> CalibrationSet:
     """The manifest's images, after its schema and every path are checked, before any image is opened.
 
@@ -168,14 +175,15 @@ def _from_manifest(manifest: Path, source: str) -> CalibrationSet:
     content = _read_manifest(manifest, where)
     root = _data_root(manifest, content, where)
     layout = content.get("layout") or _guess_layout(root, where)
-    folder = (root / LAYOUT_IMAGE_DIRS[layout].format(split=content["split"])).resolve()
-    images = [_contained(root, folder, entry["path"], index, content["split"], where)
+    image_split = content.get("image_split", content["split"])  # a derived split's images live in its source's folder
+    folder = (root / LAYOUT_IMAGE_DIRS[layout].format(split=image_split)).resolve()
+    images = [_contained(root, folder, entry["path"], index, image_split, where)
               for index, entry in enumerate(content["images"])]  # fmt: skip
-    allowed = _split_members(root, layout, content["split"], where)
+    allowed = _split_members(root, layout, image_split, where)
     for index, image in enumerate(images):
         if allowed is not None and image.stem not in allowed:
             shown = short_json(content["images"][index]["path"])
-            raise _refused(where, f"images[{index}] {shown} is not in split '{content['split']}'")
+            raise _refused(where, f"images[{index}] {shown} is not in split '{image_split}'")
     for index, (image, entry) in enumerate(zip(images, content["images"])):
         if not image.is_file() or file_sha256(image) != entry["sha256"].lower():
             state = "is missing" if not image.is_file() else "has changed (sha256 differs)"
@@ -208,6 +216,10 @@ def _check_fields(content: dict[str, Any], where: str) -> None:
     if not isinstance(absolute, str) or "\0" in absolute:
         raise _refused(where, f"'root_absolute' {short_json(absolute)} must be a string")
     _check_split_name(content["split"], where)
+    if "image_split" in content:
+        if not isinstance(content["image_split"], str):
+            raise _refused(where, f"'image_split' {short_json(content['image_split'])} must be a split name such as train")
+        _check_split_name(content["image_split"], where)
     if "layout" in content and content["layout"] not in LAYOUT_IMAGE_DIRS:
         raise _refused(where, f"layout {short_json(content['layout'])} must be one of {', '.join(LAYOUT_IMAGE_DIRS)}")
     entries = content.get("images")

@@ -19,7 +19,7 @@ import torch
 from edgeseg import __version__
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import atomic_path
-from edgeseg.meta import SEED_PREPROCESS, ModelMeta, default_class_names, default_palette, meta_from_dict
+from edgeseg.meta import HEADS, SEED_PREPROCESS, ModelMeta, default_class_names, default_palette, meta_from_dict
 from edgeseg.model import DeepLabV3Plus, build_model
 
 FORMAT = "edgeseg"
@@ -86,20 +86,22 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[DeepLabV3Plus, Mo
 def model_from_state_dict(
     state: dict[str, torch.Tensor], meta: ModelMeta, source: Path, from_meta: bool = False
 ) -> DeepLabV3Plus:
-    model = build_model(meta.num_classes, meta.output_stride, meta.backbone)
-    check_state_dict(state, model, meta.num_classes, source, from_meta)
+    model = build_model(meta.num_classes, meta.output_stride, meta.backbone, meta.head)
+    check_state_dict(state, model, meta.num_classes, source, from_meta, meta.head)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model
 
 
 def check_state_dict(
-    state: dict[str, Any], model: DeepLabV3Plus, num_classes: int, source: Path, from_meta: bool = False
+    state: dict[str, Any], model: DeepLabV3Plus, num_classes: int, source: Path, from_meta: bool = False,
+    head: str = "seed",
 ) -> None:
-    """The weights fit the model; ``from_meta``: num_classes came from the file's own metadata."""
+    """The weights fit the model; ``from_meta``: num_classes (and head) came from the file's own metadata."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
+        _check_head(state, model, head, source, from_meta)
         raise EdgesegError(
             f"{source}: weights do not fit MobileNetV2-DeepLabv3+ ({len(missing)} missing keys, e.g. "
             f"{(missing or ['-'])[0]}; {len(unexpected)} unexpected, e.g. {(unexpected or ['-'])[0]}); "
@@ -124,6 +126,18 @@ def check_state_dict(
                 f"{source}: {key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}; "
                 "pass a checkpoint of this architecture"
             )
+
+
+def _check_head(state: dict[str, Any], model: DeepLabV3Plus, head: str, source: Path, from_meta: bool) -> None:
+    """Weights that are another head's: say so, rather than list missing keys."""
+    for other in HEADS:
+        if other == head:
+            continue
+        keys = build_model(model.num_classes, model.output_stride, head=other).state_dict().keys()
+        if set(keys) == set(state):
+            fix = REWRITE_FIX if from_meta else f"pass weights of the {head} head"
+            where = "its metadata says" if from_meta else "the model asked for has"
+            raise EdgesegError(f"{source}: the weights are a {other} head's but {where} head {head}; {fix}")
 
 
 def checkpoint_dict(

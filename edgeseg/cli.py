@@ -51,6 +51,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 0.01 SGD, 5e-4 AdamW)."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9, nesterov) or adamw."),
     output_stride: int = typer.Option(16, "--output-stride", help="8 or 16."),
+    head: str = typer.Option("seed", "--head", help="seed (the seed repository's ASPP and decoder) or separable (depthwise separable 3x3s: a fraction of the head's MACs)."),
     loss: str = typer.Option("ce", "--loss", help="ce, ce+dice or focal."),
     class_weights: str = typer.Option("median-freq", "--class-weights", help="none, median-freq, sqrt-median-freq or log (ENet's 1/ln(1.02 + p))."),
     train_split: str = typer.Option("train", "--train-split", help="Split to train on: a folder or a [splits] entry of the dataset TOML (e.g. camvid's train-heldout)."),
@@ -84,7 +85,7 @@ def train(
         init=str(init) if init else None, seed=seed, val_every=val_every, train_limit=train_limit,
         val_limit=val_limit, stop_after=stop_after, exist_ok=exist_ok, train_split=train_split,
         val_split=val_split, scale_range=scale_range, color_jitter=color_jitter, ema=ema,
-        label_smoothing=label_smoothing, ohem=ohem,
+        label_smoothing=label_smoothing, ohem=ohem, head=head,
     )  # fmt: skip
     best = run_training(config)
     typer.echo(f"best model: {best}")
@@ -171,6 +172,7 @@ def export_(
     calib_images: Optional[int] = typer.Option(None, "--calib-images", min=1, help="Calibrate on the first N images of --calib (default 64)."),
     keep_fp: Optional[str] = typer.Option(None, "--keep-fp", help="Comma-separated node names or op types kept in floating point."),
     max_miou_drop: Optional[float] = typer.Option(None, "--max-miou-drop", min=0.0, max=100.0, help="Keep the most INT8-sensitive layers in float until INT8 is within D mIoU points of FP32 (on training images)."),
+    equalize: Optional[str] = typer.Option(None, "--equalize", help="Before INT8, on a copy of the FP32 model: off (default), cle (cross-layer equalization), bias (bias correction) or cle+bias."),
     engine: Optional[bool] = typer.Option(None, "--engine/--no-engine", help="Also build TensorRT engines (needs the trt extra and a GPU)."),
     int8_source: Optional[str] = typer.Option(None, "--int8-source", help="INT8 engine from the Q/DQ ONNX (qdq), the calibration cache (cache), or the ranges set on the network (ranges)."),
     trt_version: Optional[str] = typer.Option(None, "--trt-version", help="TensorRT version of the target, for the calibration cache header (default 10.3.0)."),
@@ -178,10 +180,11 @@ def export_(
     dla_core: Optional[int] = typer.Option(None, "--dla-core", min=0, help="Build for this DLA core, with GPU fallback."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, reused across builds."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Parity and fidelity proofs against PyTorch (needs --data)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset whose val images the proofs use."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset whose images the proofs use."),
+    split: str = typer.Option("val", "--split", help="Split of --data for the parity, fidelity and verify images (e.g. camvid's heldout)."),
     num_verify: int = typer.Option(20, "--num-verify", min=1, help="Images in the FP32 parity proof."),
-    fidelity_images: Optional[int] = typer.Option(None, "--fidelity-images", min=1, help="Images of the val split in the FP16/INT8 fidelity report (default all)."),
-    verify_images: int = typer.Option(16, "--verify-images", min=1, max=1000, help="Val images in the bundle's verify/ set, with the PyTorch reference's labels (for `edgeseg verify`)."),
+    fidelity_images: Optional[int] = typer.Option(None, "--fidelity-images", min=1, help="Images of --split in the FP16/INT8 fidelity report (default all)."),
+    verify_images: int = typer.Option(16, "--verify-images", min=1, max=1000, help="Images of --split in the bundle's verify/ set, with the PyTorch reference's labels (for `edgeseg verify`)."),
     verify_threshold: Optional[List[str]] = typer.Option(None, "--verify-threshold", help="PRECISION=FRACTION: the pixel agreement `edgeseg verify` requires (defaults fp32=0.9999, fp16=0.999, int8=0.98); repeat for several."),
     allow_parity_failure: bool = typer.Option(False, "--allow-parity-failure", help="Keep the export even if parity fails."),
     name: str = typer.Option("model", "--name", help="File name stem."),
@@ -195,6 +198,7 @@ def export_(
         "img_size": img_size, "batch": batch, "dynamic_batch": dynamic_batch, "argmax": argmax, "opset": opset,
         "precisions": _split(precision), "calib": calib, "calib_method": calib_method, "percentile": percentile,
         "calib_images": calib_images, "keep_fp": _split(keep_fp), "max_miou_drop": max_miou_drop, "engine": engine,
+        "equalize": equalize,
         "int8_source": int8_source, "trt_version": trt_version, "workspace_mib": workspace, "dla_core": dla_core,
         "timing_cache": str(timing_cache) if timing_cache else None, "fidelity_images": fidelity_images,
     }  # fmt: skip
@@ -203,7 +207,7 @@ def export_(
     for key in ("precisions", "keep_fp", "img_size"):
         if isinstance(settings.get(key), (list, tuple)):  # other types stay as given: export names the bad value
             settings[key] = tuple(settings[key])
-    options = ExportOptions(**settings, verify=verify, data=data, num_verify=num_verify,
+    options = ExportOptions(**settings, verify=verify, data=data, split=split, num_verify=num_verify,
                             allow_parity_failure=allow_parity_failure, name=name, exist_ok=exist_ok,
                             verify_images=verify_images, verify_thresholds=tuple(verify_threshold or ()))  # fmt: skip
     result = export_model(model, out, options)
@@ -270,7 +274,7 @@ def calib_data(
 @app.command()
 def bench(
     models: List[Path] = typer.Argument(..., help="Models to compare (.pt, .onnx, .engine); ratios are to the first."),
-    backend: str = typer.Option("auto", "--backend"),
+    backend: str = typer.Option("auto", "--backend", help="auto, torch, onnxruntime, tensorrt or openvino; comma-separated (e.g. onnxruntime,openvino) for one row per backend and model."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or tensorrt (ONNX Runtime providers), cuda for .pt/.engine (default: cuda when every model is an engine, else cpu)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, max=1024),
     iters: int = typer.Option(50, "--iters", min=1, help="Timed batches per model."),

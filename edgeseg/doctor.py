@@ -27,6 +27,7 @@ ORT_FIX = "pip install 'edgeseg[cpu]' (or 'edgeseg[gpu]' on an NVIDIA GPU)"
 ORT_FIX_JETSON = "pip install the onnxruntime-gpu wheel NVIDIA builds for your JetPack"
 PYCUDA_FIX = "pip install pycuda"
 PYCUDA_FIX_JETSON = "PATH=/usr/local/cuda/bin:$PATH pip install pycuda"
+OPENVINO_FIX = "optional, for --backend openvino on Intel and AMD CPUs: pip install 'edgeseg[openvino]'"
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,18 @@ def collect_facts() -> dict[str, Any]:
         "jetson": jetson or None,
         "cameras": _probe(sysinfo.cameras, []),
         "torch": _probe(lambda: sysinfo.distribution_version("torch"), None),
+        "openvino": _probe(_openvino_info, {"version": None, "error": "probe failed"}),
     }
+
+
+def _openvino_info() -> dict[str, Any]:
+    """OpenVINO's version and its CPU plugin's capabilities (BF16 among them on CPUs that have it)."""
+    try:
+        import openvino
+    except Exception as err:  # absent, or a broken install
+        return {"version": None, "error": str(err).splitlines()[0] if str(err) else type(err).__name__}
+    capabilities = list(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return {"version": openvino.__version__.split("-")[0], "error": None, "cpu_capabilities": capabilities}
 
 
 def _probe(function: Callable[[], Any], fallback: Any) -> Any:
@@ -76,6 +88,7 @@ def checks(facts: dict[str, Any]) -> list[Check]:
             _tensorrt(facts, on_jetson), _cuda_binding(facts, on_jetson), _gpu(facts), _dla(facts)]  # fmt: skip
     rows += _jetson(facts)
     rows.append(_cameras(facts))
+    rows.append(_openvino(facts))
     torch = facts["torch"]
     rows.append(Check("PyTorch", "info", torch or "not installed (the device needs none)",
                       "" if torch else "only to train, export or run .pt here: pip install 'edgeseg[train]'"))  # fmt: skip
@@ -120,6 +133,14 @@ def _onnxruntime(facts: dict[str, Any], on_jetson: bool) -> Check:
         return Check("ONNX Runtime", "missing", _error(ort), ORT_FIX_JETSON if on_jetson else ORT_FIX)
     providers = ", ".join(p.replace("ExecutionProvider", "") for p in ort.get("providers", [])) or "no providers"
     return Check("ONNX Runtime", "ok", f"{ort['version']} ({providers})")
+
+
+def _openvino(facts: dict[str, Any]) -> Check:
+    openvino = facts.get("openvino") or {}
+    if not openvino.get("version"):
+        return Check("OpenVINO", "info", _error(openvino), OPENVINO_FIX)
+    bf16 = "BF16" in openvino.get("cpu_capabilities", [])
+    return Check("OpenVINO", "ok", f"{openvino['version']} (CPU bf16 {_yes(bf16)})")
 
 
 def _tensorrt(facts: dict[str, Any], on_jetson: bool) -> Check:

@@ -34,6 +34,7 @@ from edgeseg import __version__
 from edgeseg.build import INT8_SOURCES
 from edgeseg.bundle import BUNDLE_FORMAT, default_thresholds, file_requirements
 from edgeseg.checkpoint import load_model
+from edgeseg.equalize import MODES as EQUALIZE_MODES
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import file_sha256, write_json
 from edgeseg.meta import ModelMeta
@@ -58,6 +59,7 @@ class ExportOptions:
     calib_images: int | None = 64
     keep_fp: tuple[str, ...] = ()
     max_miou_drop: float | None = None
+    equalize: str = "off"  # before INT8 (edgeseg/equalize.py): off, cle, bias (bias correction) or cle+bias
     engine: bool = False
     int8_source: str = "qdq"
     trt_version: str | None = None  # the calibration cache header; default: TensorRT here with --engine, else 10.3.0
@@ -66,6 +68,7 @@ class ExportOptions:
     timing_cache: str | None = None
     verify: bool = True
     data: str | None = None
+    split: str = "val"  # the split of --data whose images the parity, fidelity and verify steps use
     num_verify: int = 20
     fidelity_images: int | None = None
     verify_images: int = 16  # the bundle's verify/ set: val images with the PyTorch reference's labels
@@ -162,6 +165,7 @@ class _Export:
 
     def all_steps(self) -> ExportResult:
         start = time.perf_counter()
+        self._timed("complexity", self.complexity)
         fp32 = self._timed("fp32", self.fp32)
         if "int8" in self.opts.precisions:  # --keep-fp names need the graph: check them now, not after calibrating
             from edgeseg.quantize import resolve_nodes
@@ -186,6 +190,16 @@ class _Export:
         return value
 
     # --- steps ---------------------------------------------------------------------
+    def complexity(self) -> None:
+        """MACs and parameters at the export's input size, into the metadata of every model file and export.json."""
+        from edgeseg.complexity import measure
+
+        counted = measure(self.model, self.meta.input_size)
+        self.meta = replace(self.meta, macs=counted.macs, params=counted.params)
+        self.report["complexity"] = {"head": self.meta.head, **counted.to_dict()}
+        print(f"model: {self.meta.head} head, {counted.macs / 1e9:.2f} GMACs at {counted.input_size[0]}x"
+              f"{counted.input_size[1]}, {counted.params / 1e6:.2f} M parameters")  # fmt: skip
+
     def fp32(self) -> Path:
         path = self.path("fp32.onnx")
         opts = self.opts
@@ -199,7 +213,7 @@ class _Export:
         from edgeseg.parity import check_parity
 
         return check_parity(self.model, self.meta, fp32, self.opts.data, self.opts.num_verify,
-                            self.opts.allow_parity_failure, self.staging / "parity.json")  # fmt: skip
+                            self.opts.allow_parity_failure, self.staging / "parity.json", self.opts.split)  # fmt: skip
 
     def fp16(self, fp32: Path) -> None:
         from edgeseg.quantize import convert_fp16
@@ -216,6 +230,9 @@ class _Export:
         ranges_path = self.path("calib.json")
         count = min(len(self.calib_set), settings.max_images or len(self.calib_set))
         print(f"int8: calibrating on {count} images of {self.calib_set.source} ({settings.method})")
+        plain = fp32
+        if self.opts.equalize != "off":  # INT8 starts from an equalized copy; model.fp32.onnx stays the plain export
+            fp32 = self._equalize(plain, count)
         ranges = quantize.calibrate(fp32, calibration_batches(self.meta, self.calib_set, count, self._batch()),
                                     settings, ranges_path)  # fmt: skip
         keep_fp = list(self.opts.keep_fp)
@@ -225,15 +242,36 @@ class _Export:
         cpu = quantize.quantize_int8(fp32, ranges_path, self.path("int8.onnx"), "cpu", keep_fp)
         for artefact in (qdq, cpu):
             _set_precision(artefact, self._properties("int8"))
-        cache = quantize.write_calibration_cache(ranges, quantize.activation_scales(qdq), self.opts.trt_version,
-                                                 self.path("calib.cache"))  # fmt: skip
-        self.files.update({"int8_qdq": qdq, "int8": cpu, "calib_cache": cache, "calib_ranges": ranges_path})
+        self.files.update({"int8_qdq": qdq, "int8": cpu})
+        header = None
+        if fp32 == plain:  # the cache and ranges fit model.fp32.onnx only when INT8 was calibrated on it
+            cache = quantize.write_calibration_cache(ranges, quantize.activation_scales(qdq), self.opts.trt_version,
+                                                     self.path("calib.cache"))  # fmt: skip
+            self.files.update({"calib_cache": cache, "calib_ranges": ranges_path})
+            header = cache.read_text().splitlines()[0]
+        else:
+            fp32.unlink()
+            ranges_path.unlink()
         self.report["calibration"] = {
             "source": self.calib_set.source, "manifest_sha256": self.calib_set.manifest_sha256, "images": count,
             "method": settings.method, "percentile": settings.percentile if settings.method == "percentile" else None,
-            "keep_fp": keep_fp, "trt_cache_header": cache.read_text().splitlines()[0],
+            "keep_fp": keep_fp, "trt_cache_header": header,
         }  # fmt: skip
-        print(f"int8: {qdq.name} (TensorRT Q/DQ), {cpu.name} (CPU), {cache.name} ({self.opts.trt_version})")
+        made = f", calib.cache ({self.opts.trt_version})" if header else " (equalized: no calibration cache)"
+        print(f"int8: {qdq.name} (TensorRT Q/DQ), {cpu.name} (CPU){made}")
+
+    def _equalize(self, fp32: Path, count: int) -> Path:
+        """The equalized (--equalize) copy of the FP32 model that calibration and INT8 start from; what was done into export.json."""
+        from edgeseg.equalize import equalize_onnx
+        from edgeseg.quantize import resolve_nodes
+
+        path = self.path("fp32.equalized.onnx")
+        report = equalize_onnx(fp32, path, lambda: calibration_batches(self.meta, self.calib_set, count, self._batch()),
+                               self.opts.equalize, keep_fp=resolve_nodes(fp32, self.opts.keep_fp))  # fmt: skip
+        self.report["equalization"] = report.to_dict()
+        print(f"int8: --equalize {self.opts.equalize}: {len(report.pairs)} conv pairs equalized in {report.passes} passes, "
+              f"{len(report.skipped)} left alone, {len(report.bias_corrected)} biases corrected")  # fmt: skip
+        return path
 
     def _sensitivity(self, fp32: Path, ranges_path: Path, keep_fp: list[str]) -> list[str]:
         from edgeseg.sensitivity import keep_sensitive_layers
@@ -250,7 +288,7 @@ class _Export:
         from edgeseg.runtime.backends.torch_backend import TorchBackend
         from edgeseg.data import SegmentationData, resolve_dataset
 
-        data = SegmentationData(resolve_dataset(self.opts.data), "val")
+        data = SegmentationData(resolve_dataset(self.opts.data), self.opts.split)
         reference = reference_predictions(Segmenter(TorchBackend(self.model, self.meta, "cpu")), data,
                                           "PyTorch (checkpoint)", self.opts.fidelity_images)  # fmt: skip
         self.reference = reference
@@ -261,12 +299,12 @@ class _Export:
                     results.append(compare_to_reference(deployed, reference, data, self.files[key].name))
         print(format_fidelity(results, tuple(data.spec.classes)))
         reports = [r.to_dict(tuple(data.spec.classes)) for r in results]
-        write_json(self.staging / "fidelity.json", {"dataset": data.spec.name, "split": "val", "models": reports})
+        write_json(self.staging / "fidelity.json", {"dataset": data.spec.name, "split": data.split, "models": reports})
         self.files["fidelity"] = self.staging / "fidelity.json"
         return reports
 
     def verify_set(self) -> None:
-        """verify/: val images evenly spaced over the split, with the PyTorch reference's labels at their size."""
+        """verify/: images evenly spaced over --split, with the PyTorch reference's labels at their size."""
         import cv2
 
         from edgeseg.bundle import VERIFY_FOLDER, evenly_spaced, write_verify_set
@@ -274,7 +312,7 @@ class _Export:
         from edgeseg.runtime import Segmenter
         from edgeseg.runtime.backends.torch_backend import TorchBackend
 
-        data = SegmentationData(resolve_dataset(self.opts.data), "val")
+        data = SegmentationData(resolve_dataset(self.opts.data), self.opts.split)
         reference = Segmenter(TorchBackend(self.model, self.meta, "cpu"))
         known = self.reference.labels if self.reference is not None else []
 
@@ -285,11 +323,11 @@ class _Export:
                 yield data.pairs[index][0], known[index] if reused else reference.segment(image_bgr)
 
         self.verify_entry = write_verify_set(
-            self.staging / VERIFY_FOLDER, samples(), dataset=data.spec.name, split="val",
+            self.staging / VERIFY_FOLDER, samples(), dataset=data.spec.name, split=data.split,
             checkpoint=self.checkpoint.name, checkpoint_sha256=self.source_sha256,
             input_size=self.meta.input_size, classes=self.meta.classes,
         )  # fmt: skip
-        print(f"verify set: {self.verify_entry['images']} {data.spec.name} val images with the PyTorch reference's labels")
+        print(f"verify set: {self.verify_entry['images']} {data.spec.name} {data.split} images with the PyTorch reference's labels")
 
     def write_manifest(self, parity: dict | None, fidelity: list[dict] | None) -> None:
         opts = asdict(self.opts)
@@ -300,6 +338,7 @@ class _Export:
             "files": {key: {"name": p.name, "sha256": file_sha256(p),
                             "requires": file_requirements(key, self.opts.trt_version)} for key, p in self.files.items()},
             "parity_passed": parity["passed"] if parity else None,
+            "macs": self.meta.macs, "params": self.meta.params,
             "seconds": self.seconds, **self.report, **self._bundle_keys(),
         }  # fmt: skip
         write_json(self.staging / "export.json", manifest)
@@ -331,7 +370,9 @@ def _check_options(opts: ExportOptions) -> None:
     if "fp32" not in opts.precisions:
         opts.precisions = ("fp32", *opts.precisions)  # every other precision is made from, and checked against, FP32
     if opts.verify and opts.data is None:
-        raise EdgesegError("--verify needs real images: pass --data DATA (its val split is used) or --no-verify")
+        raise EdgesegError("--verify needs real images: pass --data DATA (its --split, val by default, is used) or --no-verify")
+    if opts.verify:
+        _check_split(opts.data, opts.split)
     if "int8" in opts.precisions and opts.calib is None:
         raise EdgesegError("--precision int8 needs calibration images: pass --calib calib_data/NAME (see `edgeseg calib-data`)")
     if opts.int8_source not in INT8_SOURCES:
@@ -339,6 +380,9 @@ def _check_options(opts: ExportOptions) -> None:
             f"--int8-source {opts.int8_source}: choose qdq (explicit Q/DQ), cache (calibration cache) "
             "or ranges (the calibrated ranges set on the network, no cache version to match)"
         )
+    if "int8" in opts.precisions and opts.equalize != "off" and opts.int8_source != "qdq":
+        raise EdgesegError(f"--equalize {opts.equalize} with --int8-source {opts.int8_source}: the calibration cache and "
+                           "ranges would not fit the plain model.fp32.onnx; use --int8-source qdq or --equalize off")  # fmt: skip
     if opts.batch < 1 or opts.dynamic_batch < 0:
         raise EdgesegError(f"--batch {opts.batch} / --dynamic-batch {opts.dynamic_batch}: batch sizes must be at least 1")
     if opts.max_miou_drop is not None and opts.max_miou_drop < 0:
@@ -400,6 +444,7 @@ _TYPES = {
     "calib_images": (_whole(1, optional=True), "a whole number of images, at least 1"),
     "keep_fp": (_texts, "a list of node names or op types"),
     "max_miou_drop": (lambda v: v is None or _number(lambda x: 0 <= x <= 100)(v), "mIoU points from 0 to 100, e.g. 0.5"),
+    "equalize": (lambda v: v in EQUALIZE_MODES, ", ".join(EQUALIZE_MODES[:-1]) + " or " + EQUALIZE_MODES[-1]),
     "engine": (lambda v: isinstance(v, bool), "true or false"),
     "int8_source": (_text(), "qdq, cache or ranges"),
     "trt_version": (_text(optional=True), "a version such as 10.3.0"),
@@ -409,6 +454,13 @@ _TYPES = {
     "num_verify": (_whole(1), "a whole number of images, at least 1"),
     "fidelity_images": (_whole(1, optional=True), "a whole number of images, at least 1"),
 }
+
+
+def _check_split(data: str, split: str) -> None:
+    """An unknown or empty --split is a one-line error before any model is written."""
+    from edgeseg.data import SegmentationData, resolve_dataset
+
+    SegmentationData(resolve_dataset(data), split, check=False)
 
 
 def _check_types(opts: ExportOptions) -> None:

@@ -23,6 +23,8 @@ RESIZE_MODES = ("letterbox", "resize")
 CHANNEL_ORDERS = ("RGB", "BGR")
 BACKBONES = ("mobilenetv2",)  # here, not in edgeseg.model, which needs torch
 OUTPUT_STRIDES = (8, 16)
+HEADS = ("seed", "separable")  # ASPP + decoder: the seed's dense 3x3 convs, or depthwise separable ones
+MAX_MACS = 10**15  # bounds macs and params so a damaged value stays a small number
 MAX_CLASSES = 256  # label maps are uint8
 INPUT_SIDE_RANGE = (32, 4096)  # bounded, so a damaged size cannot ask for gigabytes
 REQUIRED_KEYS = ("num_classes", "classes", "palette", "ignore_index", "input_size")
@@ -64,8 +66,13 @@ class ModelMeta:
     input_size: tuple[int, int]  # (height, width) the network runs at
     backbone: str = "mobilenetv2"
     output_stride: int = 16
+    head: str = "seed"  # absent in files written before the separable head: they are all seed-exact
     preprocess: Preprocess = field(default_factory=Preprocess)
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Counted facts, not settings (export counts them; None: not counted): left out of ==, so an exported
+    # model's metadata still equals its checkpoint's.
+    macs: int | None = field(default=None, compare=False)  # multiply-accumulates of one image at input_size
+    params: int | None = field(default=None, compare=False)  # parameters of the network
 
     def __post_init__(self) -> None:
         count = _integer("num_classes", self.num_classes, 1, MAX_CLASSES)
@@ -77,6 +84,9 @@ class ModelMeta:
             "input_size": _input_size(self.input_size),
             "backbone": _choice("backbone", self.backbone, BACKBONES),
             "output_stride": _choice("output_stride", self.output_stride, OUTPUT_STRIDES),
+            "head": _choice("head", self.head, HEADS),
+            "macs": _optional_count("macs", self.macs),
+            "params": _optional_count("params", self.params),
         }
         if not isinstance(self.preprocess, Preprocess):
             raise MetaError(f"preprocess {short_json(self.preprocess)} must be an object of preprocessing settings")
@@ -137,6 +147,10 @@ def _integer(name: str, value: Any, low: int, high: int) -> int:
     if not _is_int(value) or not low <= value <= high:
         raise MetaError(f"{name} {short_json(value)} must be an integer from {low} to {high}")
     return int(value)
+
+
+def _optional_count(name: str, value: Any) -> int | None:
+    return None if value is None else _integer(name, value, 0, MAX_MACS)
 
 
 def _number(name: str, value: Any) -> float:

@@ -1,17 +1,25 @@
 """MobileNetV2-DeepLabv3+, laid out exactly like bubbliiiing/deeplabv3-plus-pytorch.
 
-The module tree (and so every ``state_dict`` key) matches the seed repository, so its
-checkpoints load without key mapping. Only behaviour the seed gets wrong is changed:
-the image-pooling BatchNorm no longer fails on a training batch of one.
+With ``head="seed"`` (the default) the module tree (and so every ``state_dict`` key) matches
+the seed repository, so its checkpoints load without key mapping. Only behaviour the seed gets
+wrong is changed: the image-pooling BatchNorm no longer fails on a training batch of one.
+
+``head="separable"`` is the DeepLabv3+ paper's faster head: each 3x3 convolution of the ASPP's
+atrous branches and of the decoder becomes a depthwise 3x3 (same dilation) + BN + ReLU, then a
+pointwise 1x1 + BN + ReLU (``aspp.branch2.depthwise``, ``...depthwise_bn``, ``...pointwise``,
+``...pointwise_bn``; ``cat_conv.sep1`` and ``cat_conv.sep2`` in the decoder). The backbone, the
+1x1 branches, image pooling, the shortcut and the classifier are the seed's, under the same names.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.meta import BACKBONES, OUTPUT_STRIDES
+from edgeseg.meta import BACKBONES, HEADS, OUTPUT_STRIDES
 
 LOW_LEVEL_CHANNELS = 24
 HIGH_LEVEL_CHANNELS = 320
@@ -113,13 +121,31 @@ def _branch(inp: int, oup: int, kernel: int, dilation: int) -> nn.Sequential:
     )
 
 
+class SeparableConv(nn.Sequential):
+    """Depthwise 3x3 (dilated) + BN + ReLU, then pointwise 1x1 + BN + ReLU: a 3x3 conv at a fraction of the MACs."""
+
+    def __init__(self, inp: int, oup: int, dilation: int = 1) -> None:
+        super().__init__(OrderedDict([
+            ("depthwise", nn.Conv2d(inp, inp, 3, 1, padding=dilation, dilation=dilation, groups=inp, bias=False)),
+            ("depthwise_bn", nn.BatchNorm2d(inp)),
+            ("depthwise_relu", nn.ReLU(inplace=True)),
+            ("pointwise", nn.Conv2d(inp, oup, 1, bias=False)),
+            ("pointwise_bn", nn.BatchNorm2d(oup)),
+            ("pointwise_relu", nn.ReLU(inplace=True)),
+        ]))  # fmt: skip
+
+
+def _atrous_branch(inp: int, oup: int, dilation: int, head: str) -> nn.Sequential:
+    return SeparableConv(inp, oup, dilation) if head == "separable" else _branch(inp, oup, 3, dilation)
+
+
 class ASPP(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int, rate: int) -> None:
+    def __init__(self, dim_in: int, dim_out: int, rate: int, head: str = "seed") -> None:
         super().__init__()
         self.branch1 = _branch(dim_in, dim_out, 1, rate)
-        self.branch2 = _branch(dim_in, dim_out, 3, 6 * rate)
-        self.branch3 = _branch(dim_in, dim_out, 3, 12 * rate)
-        self.branch4 = _branch(dim_in, dim_out, 3, 18 * rate)
+        self.branch2 = _atrous_branch(dim_in, dim_out, 6 * rate, head)
+        self.branch3 = _atrous_branch(dim_in, dim_out, 12 * rate, head)
+        self.branch4 = _atrous_branch(dim_in, dim_out, 18 * rate, head)
         self.branch5_conv = nn.Conv2d(dim_in, dim_out, 1, 1, 0, bias=True)
         self.branch5_bn = nn.BatchNorm2d(dim_out)
         self.branch5_relu = nn.ReLU(inplace=True)
@@ -145,27 +171,23 @@ class ASPP(nn.Module):
 class DeepLabV3Plus(nn.Module):
     """MobileNetV2-DeepLabv3+ with the seed repository's module names."""
 
-    def __init__(self, num_classes: int, output_stride: int = 16, backbone: str = "mobilenetv2") -> None:
+    def __init__(
+        self, num_classes: int, output_stride: int = 16, backbone: str = "mobilenetv2", head: str = "seed"
+    ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         self.num_classes = num_classes
         self.output_stride = output_stride
+        self.head = head
         self.backbone = MobileNetV2Backbone(output_stride)
-        self.aspp = ASPP(HIGH_LEVEL_CHANNELS, 256, rate=16 // output_stride)
+        self.aspp = ASPP(HIGH_LEVEL_CHANNELS, 256, rate=16 // output_stride, head=head)
         self.shortcut_conv = nn.Sequential(
             nn.Conv2d(LOW_LEVEL_CHANNELS, 48, 1), nn.BatchNorm2d(48), nn.ReLU(inplace=True)
         )
-        self.cat_conv = nn.Sequential(
-            nn.Conv2d(48 + 256, 256, 3, stride=1, padding=1),
-            nn.BatchNorm2d(256),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.5),
-            nn.Conv2d(256, 256, 3, stride=1, padding=1),
-            nn.BatchNorm2d(256),
-            nn.ReLU(inplace=True),
-            nn.Dropout(0.1),
-        )
+        self.cat_conv = _separable_decoder() if head == "separable" else _seed_decoder()
         self.cls_conv = nn.Conv2d(256, num_classes, 1, stride=1)
         _init_weights(self)
         # Small classifier weights start training near uniform class scores (loss ~ ln C).
@@ -181,6 +203,28 @@ class DeepLabV3Plus(nn.Module):
         return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=True)
 
 
+def _seed_decoder() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(48 + 256, 256, 3, stride=1, padding=1),
+        nn.BatchNorm2d(256),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),
+        nn.Conv2d(256, 256, 3, stride=1, padding=1),
+        nn.BatchNorm2d(256),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.1),
+    )
+
+
+def _separable_decoder() -> nn.Sequential:
+    return nn.Sequential(OrderedDict([
+        ("sep1", SeparableConv(48 + 256, 256)),
+        ("dropout1", nn.Dropout(0.5)),
+        ("sep2", SeparableConv(256, 256)),
+        ("dropout2", nn.Dropout(0.1)),
+    ]))  # fmt: skip
+
+
 def _init_weights(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
@@ -192,8 +236,10 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def build_model(num_classes: int, output_stride: int = 16, backbone: str = "mobilenetv2") -> DeepLabV3Plus:
-    return DeepLabV3Plus(num_classes, output_stride, backbone)
+def build_model(
+    num_classes: int, output_stride: int = 16, backbone: str = "mobilenetv2", head: str = "seed"
+) -> DeepLabV3Plus:
+    return DeepLabV3Plus(num_classes, output_stride, backbone, head)
 
 
 def load_backbone(model: DeepLabV3Plus, state_dict: dict[str, torch.Tensor]) -> int:

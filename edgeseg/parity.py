@@ -26,16 +26,17 @@ def check_parity(
     num_images: int,
     allow_failure: bool,
     report_path: Path,
+    split: str = "val",
 ) -> dict:
-    """Compare ONNX Runtime with PyTorch on the first ``num_images`` of DATA's val split; write the report."""
+    """Compare ONNX Runtime with PyTorch on the first ``num_images`` of DATA's ``split``; write the report."""
     from edgeseg.data import SegmentationData, resolve_dataset
 
-    dataset = SegmentationData(resolve_dataset(data), "val")
+    dataset = SegmentationData(resolve_dataset(data), split)
     images = [cv2.cvtColor(dataset.read_image(i), cv2.COLOR_RGB2BGR) for i in range(min(num_images, len(dataset)))]
     reference = Segmenter(TorchBackend(model, meta, "cpu"))
     with Segmenter(OnnxRuntimeBackend.load(onnx_path)) as exported:
         report = compare(reference, exported, images)
-    report.update(source=f"{data} val, first {len(images)} images", onnx=onnx_path.name,
+    report.update(source=f"{data} {split}, first {len(images)} images", onnx=onnx_path.name,
                   threshold_argmax_agreement=MIN_ARGMAX_AGREEMENT, override_used=allow_failure)  # fmt: skip
     report["passed"] = report["argmax_agreement"] >= MIN_ARGMAX_AGREEMENT
     write_json(report_path, report)

@@ -24,7 +24,8 @@ _TOP = {"img_size": "img_size", "precisions": "precisions", "batch": "batch", "d
         "argmax": "argmax", "opset": "opset", "description": "description"}  # fmt: skip
 _SECTIONS = {
     "calibration": {"method": "calib_method", "images": "calib_images", "percentile": "percentile",
-                    "keep_fp": "keep_fp", "max_miou_drop": "max_miou_drop", "data": "calib"},
+                    "keep_fp": "keep_fp", "max_miou_drop": "max_miou_drop", "data": "calib",
+                    "equalize": "equalize"},
     "tensorrt": {"version": "trt_version", "int8_source": "int8_source", "workspace_mib": "workspace_mib",
                  "dla_core": "dla_core", "engine": "engine"},
 }  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 BOARD_MODEL = Path("/proc/device-tree/model")
 LIBRARIES = {"numpy": "numpy", "opencv": "opencv-python", "onnxruntime": "onnxruntime", "onnxruntime_gpu": "onnxruntime-gpu",
-             "tensorrt": "tensorrt", "pycuda": "pycuda", "torch": "torch", "onnx": "onnx"}  # fmt: skip
+             "tensorrt": "tensorrt", "pycuda": "pycuda", "torch": "torch", "onnx": "onnx", "openvino": "openvino"}  # fmt: skip
 
 
 def environment(threads: int | None = None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.evaluate import evaluate
 from edgeseg.fileio import atomic_path, prepare_output_dir
 from edgeseg.losses import LOSSES, make_loss
-from edgeseg.meta import Preprocess, ModelMeta
+from edgeseg.meta import HEADS, Preprocess, ModelMeta
 from edgeseg.model import DeepLabV3Plus, build_model, load_backbone
 from edgeseg.runtime import Segmenter
 from edgeseg.runtime.backends.torch_backend import TorchBackend
@@ -44,7 +44,7 @@ MAX_SCALE = 4.0  # --scale-range upper bound: beyond it a 360x480 frame outgrows
 RECIPE_FIELDS = (
     "train_split", "val_split", "img_size", "crop_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
     "warmup_epochs", "output_stride", "loss", "class_weights", "scale_range", "color_jitter", "ema",
-    "label_smoothing", "ohem", "amp", "seed",
+    "label_smoothing", "ohem", "amp", "seed", "head",
 )  # fmt: skip
 LOG_FIELDS = ("epoch", "train_loss", "val_miou", "val_pixel_accuracy", "lr", "seconds", "images_per_second")
 
@@ -62,6 +62,7 @@ class TrainConfig:
     weight_decay: float | None = None  # None: 1e-4 for SGD, 1e-2 for AdamW
     warmup_epochs: float = 1.0
     output_stride: int = 16
+    head: str = "seed"  # "separable": depthwise separable ASPP and decoder (edgeseg.model)
     loss: str = "ce"
     class_weights: str = "median-freq"
     train_split: str = "train"
@@ -92,6 +93,7 @@ class TrainConfig:
         _check_choice("--loss", self.loss, LOSSES)
         _check_choice("--class-weights", self.class_weights, CLASS_WEIGHTS)
         _check_choice("--output-stride", self.output_stride, (8, 16))
+        _check_choice("--head", self.head, HEADS)
         for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
             if value < 1:
                 raise EdgesegError(f"{flag} {value}: must be at least 1")
@@ -264,11 +266,12 @@ class Trainer:
             ignore_index=self.spec.ignore_index,
             input_size=self.config.img_size,
             output_stride=self.config.output_stride,
+            head=self.config.head,
             preprocess=Preprocess(),
         )
 
     def _model(self) -> torch.nn.Module:
-        model = build_model(self.spec.num_classes, self.config.output_stride)
+        model = build_model(self.spec.num_classes, self.config.output_stride, head=self.config.head)
         if self.config.init:
             _init_from(model, self.config.init)
         model.to(self.device)
@@ -330,6 +333,13 @@ class Trainer:
             raise EdgesegError(
                 f"--resume {self.config.resume}: holds no training state; resume from the run's last.pt "
                 "(use --init to start a new run from these weights)"
+            )
+        meta = data.get("meta")
+        head = meta.get("head", "seed") if isinstance(meta, dict) else "seed"
+        if head != self.config.head:
+            raise EdgesegError(
+                f"--resume {self.config.resume}: the run trained head {head}, not --head {self.config.head}; "
+                f"resume with --head {head} (or start a new run)"
             )
         return data
 

@@ -8,6 +8,9 @@ if ! command -v ffmpeg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && 
     apt-get install -y -q ffmpeg >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q ffmpeg >/dev/null 2>&1) \
         || echo "note: could not install ffmpeg; the live-stream test will be skipped"
 fi
+# OpenVINO, so the OpenVINO backend's tests run (tests/test_openvino_backend.py skips, saying so, without it).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[openvino]" \
+    || echo "note: could not install openvino; the OpenVINO backend tests will be skipped"
 # tensorrt-stubs for the type check of the TensorRT modules, into .typecheck/stubs only (never the venv).
 # Exit 3 means the package index is unreachable: tests/test_typecheck_trt.py then skips, saying so.
 .venv/bin/python scripts/trt_stubs.py || [ $? -eq 3 ]

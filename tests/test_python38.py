@@ -25,7 +25,7 @@ from edgeseg._toml import tomllib
 PACKAGE = ROOT / "edgeseg"
 # Need torch (or matplotlib, for plots) and run only where a model is trained or exported.
 TRAINING_ONLY = {"model.py", "train.py", "losses.py", "checkpoint.py", "export.py", "quantize.py", "sensitivity.py",
-                 "parity.py", "plots.py", "runtime/backends/torch_backend.py"}  # fmt: skip
+                 "parity.py", "plots.py", "complexity.py", "runtime/backends/torch_backend.py"}  # fmt: skip
 RUNTIME_ANNOTATIONS = ("cli.py",)  # typer evaluates the command signatures' annotations
 PYENV = Path("/root/.pyenv/versions")
 BUILTIN_GENERICS = {"list", "dict", "tuple", "set", "frozenset", "type"}

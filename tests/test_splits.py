@@ -11,6 +11,7 @@ from conftest import assert_one_line_error, error_of, run_cli
 from PIL import Image
 
 from edgeseg.data import SegmentationData, list_pairs, resolve_dataset
+from edgeseg.errors import EdgesegError
 from edgeseg.data.layouts import check_train_val_splits, frame_name, sequence_of
 
 PRESET = (Path(__file__).resolve().parents[1] / "edgeseg/data/presets/camvid.toml").read_text()
@@ -208,3 +209,39 @@ def test_eval_bad_split_list(small_checkpoint: Path, camvid: Path, split: str, e
     done = run_cli("eval", small_checkpoint, "--data", f"camvid:{camvid}", "--split", split, "--limit", "1")
     assert_one_line_error(done, expected)
     assert "IoU" not in done.stdout  # nothing was scored before the error
+
+
+# --- export checks on a chosen split ---------------------------------------------------------
+def test_export_proves_fidelity_and_verify_set_on_the_chosen_split(small_checkpoint: Path, camvid: Path,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    done = run_cli("export", small_checkpoint, "--out", out, "--data", f"camvid:{camvid}", "--split", "heldout",
+                   "--precision", "fp32,fp16", "--num-verify", "2", "--fidelity-images", "2", "--verify-images", "2")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["source"] == f"camvid:{camvid} heldout, first 2 images"
+    assert json.loads((out / "fidelity.json").read_text())["split"] == "heldout"
+    verify = json.loads((out / "verify" / "manifest.json").read_text())
+    assert verify["split"] == "heldout"
+    assert all(Path(entry["image"]).name.startswith("0006R0_") for entry in verify["images"])
+
+
+def test_export_unknown_split_is_refused_before_any_file(small_checkpoint: Path, camvid: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    done = run_cli("export", small_checkpoint, "--out", out, "--data", f"camvid:{camvid}", "--split", "nope")
+    assert_one_line_error(done, "nope")
+    assert not out.exists()
+
+
+def test_calibration_set_of_a_derived_split_loads_from_its_source_folder(camvid: Path, tmp_path: Path) -> None:
+    from edgeseg.calibration import load_calibration_set, make_calibration_manifest
+
+    manifest = make_calibration_manifest(f"camvid:{camvid}", "train-heldout", 32, tmp_path / "calib")
+    content = json.loads(manifest.read_text())
+    assert (content["split"], content["image_split"]) == ("train-heldout", "train")
+    calib = load_calibration_set(str(tmp_path / "calib"))
+    assert len(calib.images) == 32 and not any(p.name.startswith("0006R0") for p in calib.images)
+    content["images"][0]["path"] = "images/val/" + Path(content["images"][0]["path"]).name
+    manifest.write_text(json.dumps(content))
+    with pytest.raises(EdgesegError, match="leads outside images/train/"):
+        load_calibration_set(str(tmp_path / "calib"))

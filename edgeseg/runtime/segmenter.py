@@ -2,11 +2,19 @@
 
 The three stages are public (``prepare``, ``run``, ``finish``) so that ``edgeseg bench`` times
 exactly the code every other command runs.
+
+For a stream of frames (``edgeseg run``), ``submit`` and ``collect`` keep the model busy: the
+model runs on the Segmenter's own thread while the caller pre-processes the next frame and
+post-processes the last one. See ``submit``.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +24,25 @@ from edgeseg.meta import ModelMeta
 from edgeseg.runtime.backends import Backend, open_backend
 from edgeseg.runtime.preprocess import Placement, Preprocessor, labels_to_source, to_bgr8
 from edgeseg.runtime import visualize
+
+
+@dataclass
+class Segmented:
+    """One finished frame of the stream: the caller's tag, its class ids (uint8) at the image's size."""
+
+    tag: object
+    labels: np.ndarray
+    model_ms: float  # the model alone, on the Segmenter's thread
+
+
+@dataclass
+class _Job:
+    slot: int  # which row of the stream's input buffer holds the prepared image
+    place: Placement
+    tag: object
+    outputs: np.ndarray | None = None
+    model_ms: float = 0.0
+    error: BaseException | None = None
 
 
 class Segmenter:
@@ -30,6 +57,7 @@ class Segmenter:
         self.batch_size = batch_size
         self.preprocessor = Preprocessor(self.meta.preprocess, self.meta.input_size, max_batch=batch_size)
         self.lut_bgr = visualize.palette_lut_bgr(self.meta.palette)
+        self._stream: _Stream | None = None
 
     @classmethod
     def load(
@@ -76,7 +104,59 @@ class Segmenter:
     def overlay(self, image_bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         return visualize.overlay(to_bgr8(image_bgr), labels, self.lut_bgr, alpha)
 
+    @property
+    def device(self) -> str:
+        """Where the model runs: cpu, cuda, cuda:N."""
+        return str(self.backend.device)
+
+    # --- a stream of frames -------------------------------------------------------------
+    def start(self, depth: int = 2) -> None:
+        """Start the model's thread for ``submit``/``collect``, with at most ``depth`` frames in flight.
+
+        ``submit`` starts it too; call ``start`` first from a thread of normal priority, because a
+        thread inherits its creator's priority (``edgeseg run`` lowers its own helper threads').
+        While the thread runs, ``start`` does nothing; ``stop`` it first to change ``depth``.
+        """
+        if self._stream is None:
+            self._stream = _Stream(self, depth)
+
+    def submit(self, image: np.ndarray, tag: object = None, timeout: float | None = None, latest_only: bool = False) -> bool:
+        """Pre-process a BGR image in this thread and queue it for the model; True once it is queued.
+
+        Waits while ``depth`` frames are in flight (submitted, not yet collected); False if
+        ``timeout`` seconds pass first, and nothing is queued. ``latest_only`` (a live camera)
+        never waits: a frame the model has not started yet is replaced by this one, or, with every
+        slot taken, this one is left out (False); ``dropped`` counts both. One thread submits.
+        """
+        self.start()
+        assert self._stream is not None
+        return self._stream.submit(image, tag, timeout, latest_only)
+
+    def collect(self, timeout: float | None = None) -> Segmented | None:
+        """The oldest submitted frame's result, in submit order, post-processed in this thread;
+        None if ``timeout`` seconds pass first or nothing is in flight. A model error is raised here."""
+        if self._stream is None:
+            return None
+        return self._stream.collect(timeout)
+
+    @property
+    def in_flight(self) -> int:
+        """Frames submitted and not yet collected."""
+        return self._stream.in_flight if self._stream is not None else 0
+
+    @property
+    def dropped(self) -> int:
+        """Frames submitted with ``latest_only`` that the model never ran on."""
+        return self._stream.dropped if self._stream is not None else 0
+
+    def stop(self) -> None:
+        """End the model's thread; frames still in flight are forgotten."""
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream = None
+
     def close(self) -> None:
+        self.stop()
         self.backend.close()
 
     def __enter__(self) -> "Segmenter":
@@ -84,6 +164,100 @@ class Segmenter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Stream:
+    """The model's thread and the frames in flight, behind one lock.
+
+    Every frame holds one row of the stream's input buffer from ``submit`` until the model has run
+    on it; there are ``depth + 1`` rows, so the submitting thread always finds a free one to
+    prepare into (no copy of the input), whatever the model's thread is doing.
+    """
+
+    def __init__(self, segmenter: Segmenter, depth: int) -> None:
+        if depth < 1:
+            raise ValueError(f"depth {depth}: at least 1 frame must be allowed in flight")
+        self.segmenter, self.depth = segmenter, depth
+        self.preprocessor = Preprocessor(segmenter.meta.preprocess, segmenter.meta.input_size, max_batch=depth + 1)
+        self.free = list(range(depth + 1))
+        self.waiting: deque[_Job] = deque()  # prepared, the model not started
+        self.done: deque[_Job] = deque()  # the model has run, not yet collected
+        self.in_flight = self.dropped = 0
+        self.running = True
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._work, daemon=True, name="edgeseg-model")
+        self.thread.start()
+
+    def submit(self, image: np.ndarray, tag: object, timeout: float | None, latest_only: bool) -> bool:
+        with self.changed:
+            if not latest_only and not self.changed.wait_for(self._has_room, timeout):
+                return False
+            slot = self.free.pop()  # one row is always free: rows held <= frames in flight <= depth
+        try:
+            place = self.preprocessor(to_bgr8(image), slot)
+        except BaseException:
+            with self.changed:
+                self.free.append(slot)
+            raise
+        with self.changed:
+            job = _Job(slot, place, tag)
+            if latest_only and self.waiting:
+                self.free.append(self.waiting.pop().slot)  # the model never started it
+                self.waiting.append(job)
+                self.dropped += 1
+            elif self._has_room():
+                self.waiting.append(job)
+                self.in_flight += 1
+            else:  # latest_only, every slot taken by frames the model ran or runs
+                self.free.append(slot)
+                self.dropped += 1
+                return False
+            self.changed.notify_all()
+        return True
+
+    def _has_room(self) -> bool:
+        return self.in_flight < self.depth
+
+    def collect(self, timeout: float | None) -> Segmented | None:
+        with self.changed:
+            if not self.changed.wait_for(lambda: self.done or not self.in_flight, timeout) or not self.done:
+                return None
+            job = self.done.popleft()
+        try:
+            if job.error is not None:
+                raise job.error
+            assert job.outputs is not None
+            labels = self.segmenter.finish(job.outputs, [job.place])[0]
+        finally:
+            with self.changed:
+                self.in_flight -= 1
+                self.changed.notify_all()
+        return Segmented(job.tag, labels, job.model_ms)
+
+    def _work(self) -> None:
+        buffer = self.preprocessor.buffer
+        while True:
+            with self.changed:
+                self.changed.wait_for(lambda: self.waiting or not self.running)
+                if not self.running:
+                    return
+                job = self.waiting.popleft()
+            begin = time.perf_counter()
+            try:
+                job.outputs = self.segmenter.backend.infer(buffer[job.slot : job.slot + 1])
+            except BaseException as err:  # noqa: BLE001 - raised again by collect, in the caller's thread
+                job.error = err
+            job.model_ms = 1000 * (time.perf_counter() - begin)
+            with self.changed:
+                self.free.append(job.slot)
+                self.done.append(job)
+                self.changed.notify_all()
+
+    def stop(self) -> None:
+        with self.changed:
+            self.running = False
+            self.changed.notify_all()
+        self.thread.join()
 
 
 def argmax(logits: np.ndarray) -> np.ndarray:

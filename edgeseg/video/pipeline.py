@@ -1,11 +1,19 @@
-"""``edgeseg run``: capture, inference and render/write in their own threads, with bounded queues.
+"""``edgeseg run``: capture, the model, drawing and writing in their own threads, with bounded queues.
 
-- capture thread: reads the source. A live source (camera, stream) keeps only the newest frame
-  in a one-slot mailbox; frames it replaces are dropped and counted, so lag never builds up.
-  A file or folder hands every frame over (a bounded queue makes it wait), unless ``realtime``
-  paces it at its own frame rate and lets frames drop the way a camera would.
-- inference thread: pre-processing and the model (the backend releases the GIL while it runs).
-- main thread: post-processing, drawing and the sinks; it also owns the window and the signals.
+- capture thread: reads the source, pre-processes each frame and hands it to the Segmenter
+  (``Segmenter.submit``). A live source keeps only the newest frame the model has not started
+  (``latest_only``); frames it replaces are dropped and counted, so lag never builds up. A file
+  or folder hands every frame over (at most QUEUE_DEPTH frames in flight make it wait), unless
+  ``realtime`` paces it at its own frame rate and lets frames drop the way a camera would.
+- the Segmenter's model thread: the model alone (the backend releases the GIL while it runs).
+- drawing thread: ``Segmenter.collect`` (post-processing), overlay, legend and heads-up line;
+  the main thread does it when a window is shown (the window belongs to the main thread).
+- writer thread: encodes and writes the video files and image folders.
+With a model on the CPU, the capture, drawing and writer threads (and FFmpeg's) run at a lower
+priority than the model's (on Linux), and OpenCV's own thread pool is off during the run: the
+model's threads (two on a 2-core CPU) meet at a barrier after every layer, so a helper that takes
+a core from one of them delays both; at a lower priority the helpers use the moments the model
+leaves idle (benchmarks/video_fps.py). With a model on a GPU nothing is lowered.
 A live source that drops is reopened with backoff. On any way out every sink is closed, so
 the recorded file plays.
 
@@ -23,9 +31,11 @@ days does not grow.
 from __future__ import annotations
 
 import math
+import os
 import queue
 import signal
 import statistics
+import sys
 import threading
 import time
 from collections import deque
@@ -33,21 +43,24 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+import cv2
 import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import write_json
 from edgeseg.runtime import Segmenter
-from edgeseg.runtime.preprocess import Preprocessor, to_bgr8
 from edgeseg.video.render import Renderer
 from edgeseg.video.sinks import DisplaySink, VideoSink, check_output, open_sink
 from edgeseg.video.sources import Frame, VideoSource, open_source
 
 END = None  # queue sentinel: no more frames
-QUEUE_DEPTH = 4
+QUEUE_DEPTH = 4  # frames in flight in the Segmenter, and frames drawn and waiting for the writer
+HELPER_NICENESS = 10  # added to the capture, drawing and writer threads' nice value (Linux)
 POLL_S = 0.05
 HUD_WINDOW = 30  # frames averaged in the heads-up line
+T = TypeVar("T")
 STOP_SIGNALS = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}  # name -> exit code, 128 + the signal's number
 
 
@@ -148,38 +161,6 @@ class RunStats:
                 "exit_code": STOP_SIGNALS.get(self.stopped_by, 0)}  # fmt: skip
 
 
-class _Mailbox:
-    """Hands frames from the capture thread to inference: newest-only (live) or every frame (files)."""
-
-    def __init__(self, latest_only: bool, stats: RunStats) -> None:
-        self.latest_only, self.stats = latest_only, stats
-        self._queue: queue.Queue = queue.Queue(maxsize=1 if latest_only else QUEUE_DEPTH)
-
-    def put(self, item: Frame | None, stop: threading.Event) -> None:
-        if self.latest_only:
-            try:
-                self._queue.get_nowait()
-                self.stats.dropped += 1
-            except queue.Empty:
-                pass
-            self._queue.put(item)
-            return
-        while not stop.is_set():
-            try:
-                self._queue.put(item, timeout=POLL_S)
-                return
-            except queue.Full:
-                continue
-
-    def get(self, stop: threading.Event) -> Frame | None:
-        while not stop.is_set():
-            try:
-                return self._queue.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
-        return END
-
-
 def run_video(
     model: str | Path,
     source_uri: str,
@@ -212,7 +193,7 @@ def run_video(
     capture and drawing threads that share the CPU with the model (see benchmarks/video_fps.py).
     ``exist_ok``: replace an existing video file, or delete a folder's old frame_*.png first.
     ``segment_seconds``: cut video files into files of this length (``NAME_0000.mp4``, ...).
-    ``on_frame`` is called in the main thread after each frame is written (benchmarks sample memory there).
+    ``on_frame`` is called in the writer thread after each frame is written (benchmarks sample memory there).
     The report's ``exit_code`` says how the run ended (see the module's text); a write failure raises.
     """
     if not sinks:
@@ -223,13 +204,17 @@ def run_video(
         check_output(uri, exist_ok, segmented=segment_seconds is not None)
     options = {"spin": spin, **({"threads": threads} if threads else {})}
     with _stop_on_signals() as stop, Segmenter.load(model, backend=backend, device=device, **options) as segmenter:
+        on_cpu = segmenter.device == "cpu"  # the helpers share the CPU with the model: they make way for it
+        niceness = HELPER_NICENESS if on_cpu else 0
         renderer = Renderer(segmenter.meta, mode, alpha, legend, hud, ignore_classes)
-        source = open_source(source_uri, width=width, height=height, fps=fps, loop=loop)
+        source = _at_priority(niceness, lambda: open_source(source_uri, width=width, height=height, fps=fps, loop=loop))
         try:
             segment_frames = max(1, round(segment_seconds * source.fps)) if segment_seconds else None
             outputs = [open_sink(uri, source.fps, exist_ok=exist_ok, segment_frames=segment_frames) for uri in sinks]
-            run = _Run(segmenter, renderer, source, outputs, realtime, max_frames, reconnect_attempts, stop, on_frame)
-            stats = run.go()
+            run = _Run(segmenter, renderer, source, outputs, realtime, max_frames, reconnect_attempts, stop, on_frame,
+                       niceness)  # fmt: skip
+            with _opencv_threads(0 if on_cpu else cv2.getNumThreads()):
+                stats = run.go()
         finally:
             source.close()
     report = {"source": source_uri, "sinks": list(sinks), **stats.to_dict()}
@@ -273,6 +258,52 @@ def _stop_on_signals() -> Iterator[_StopEvent]:
             signal.signal(number, old)
 
 
+@contextmanager
+def _opencv_threads(count: int) -> Iterator[None]:
+    """OpenCV's thread pool at ``count`` threads (0: none, each call runs in its caller's thread) for the run only."""
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(count)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
+def _lower_priority(niceness: int) -> None:
+    """Lower the calling thread's priority by ``niceness`` (Linux: a thread is a task with its own nice value).
+
+    Elsewhere ``setpriority`` would take the thread's id for a process id, so it is left alone.
+    The threads a library starts from this thread (FFmpeg's encoder) inherit the lower priority.
+    """
+    if not niceness or not sys.platform.startswith("linux"):
+        return
+    try:
+        thread_id = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread_id, min(19, os.getpriority(os.PRIO_PROCESS, thread_id) + niceness))
+    except (OSError, AttributeError):  # a sandbox that forbids it: run at the normal priority
+        pass
+
+
+def _at_priority(niceness: int, call: Callable[[], T]) -> T:
+    """``call()`` in a short-lived thread at the helpers' priority: the threads a library starts there
+    (FFmpeg's decoder threads, GStreamer's) keep that priority for the run. Its error is raised here."""
+    outcome: dict = {}
+
+    def body() -> None:
+        _lower_priority(niceness)
+        try:
+            outcome["value"] = call()
+        except BaseException as err:  # noqa: BLE001 - raised again in the calling thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=body, daemon=True, name="open")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def exit_code(report: dict) -> int:
     """0 for a run that ended by itself or on q, 128 + N for one stopped by signal N."""
     return STOP_SIGNALS.get(report.get("stopped_by", ""), 0)
@@ -281,33 +312,41 @@ def exit_code(report: dict) -> int:
 class _Run:
     def __init__(self, segmenter: Segmenter, renderer: Renderer, source: VideoSource, sinks: list[VideoSink],
                  realtime: bool, max_frames: int | None, reconnect_attempts: int, stop: _StopEvent | None = None,
-                 on_frame: Callable[[RunStats], None] | None = None) -> None:  # fmt: skip
+                 on_frame: Callable[[RunStats], None] | None = None, niceness: int = 0) -> None:  # fmt: skip
         self.segmenter, self.renderer, self.source, self.sinks = segmenter, renderer, source, sinks
+        self.niceness = niceness  # added to the helper threads' nice value
         self.realtime, self.max_frames, self.reconnect_attempts = realtime, max_frames, reconnect_attempts
         self.stats = RunStats()
         self.stop = stop if stop is not None else _StopEvent()
         self.on_frame = on_frame
-        for sink in sinks:
-            if isinstance(sink, DisplaySink):
-                sink.stop = self.stop
-        self.frames = _Mailbox(source.is_live or realtime, self.stats)
-        self.preprocessor = Preprocessor(segmenter.meta.preprocess, segmenter.meta.input_size)
-        self.results: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.displays = [sink for sink in sinks if isinstance(sink, DisplaySink)]
+        self.files = [sink for sink in sinks if not isinstance(sink, DisplaySink)]
+        for sink in self.displays:
+            sink.stop = self.stop
+        self.latest_only = source.is_live or realtime
+        self.captured_all = threading.Event()  # the capture thread has submitted its last frame
+        self.drawn: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)  # drawn frames for the writer thread
         self.error: BaseException | None = None
 
     def go(self) -> RunStats:
-        workers = [threading.Thread(target=self._guard, args=(self._capture,), daemon=True, name="capture"),
-                   threading.Thread(target=self._guard, args=(self._infer,), daemon=True, name="inference")]  # fmt: skip
+        self.segmenter.start(QUEUE_DEPTH)  # from this thread, so that the model's thread keeps its priority
+        workers = [self._thread(self._capture, "capture"), self._thread(self._write, "writer")]
+        if not self.displays:
+            workers.append(self._thread(self._draw, "drawing"))
         for worker in workers:
             worker.start()
         try:
-            self._render()
+            if self.displays:
+                self._draw_here()
+            while workers[1].is_alive() and not self.stop.is_set():  # the writer ends after the last frame
+                workers[1].join(POLL_S)
         except KeyboardInterrupt:  # no handler installed (not the main thread)
             self.stop.signal = self.stop.signal or "SIGINT"
         finally:
             self.stop.set()
             for worker in workers:
                 worker.join(timeout=10)
+            self.segmenter.stop()
             failure = self._close_sinks()
             self.stats.finished = time.perf_counter()
             if self.stop.signal is not None:
@@ -318,37 +357,47 @@ class _Run:
             raise failure
         return self.stats
 
-    def _guard(self, body) -> None:
-        """Run a worker; an error stops the run and is raised again in the main thread."""
+    def _thread(self, body: Callable[[], None], name: str) -> threading.Thread:
+        return threading.Thread(target=self._guard, args=(body,), daemon=True, name=name)
+
+    def _guard(self, body: Callable[[], None]) -> None:
+        """Run a worker at the helpers' priority; an error stops the run and is raised again in the main thread."""
+        _lower_priority(self.niceness)
         try:
             body()
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
-            self.error = err
+            self.error = self.error or err
             self.stop.set()
 
     # --- capture thread ------------------------------------------------------------------
     def _capture(self) -> None:
         period = 1.0 / self.source.fps if self.realtime and not self.source.is_live else 0.0
         next_due = time.perf_counter()
-        while not self.stop.is_set():
-            if self.max_frames is not None and self.stats.frames_in >= self.max_frames:
-                break
-            frame = self.source.read()
-            if frame is None:
-                if self.source.is_live and self._reconnect():
-                    continue
-                break
-            self.stats.frames_in += 1
-            self.frames.put(self._prepared(frame), self.stop)
-            if period:
-                next_due += period
-                time.sleep(max(0.0, next_due - time.perf_counter()))
-        self.frames.put(END, self.stop)
+        try:
+            while not self.stop.is_set():
+                if self.max_frames is not None and self.stats.frames_in >= self.max_frames:
+                    break
+                frame = self.source.read()
+                if frame is None:
+                    if self.source.is_live and self._reconnect():
+                        continue
+                    break
+                self.stats.frames_in += 1
+                self._submit(frame)
+                if period:
+                    next_due += period
+                    time.sleep(max(0.0, next_due - time.perf_counter()))
+        finally:
+            self.captured_all.set()
 
-    def _prepared(self, frame: Frame) -> tuple[Frame, np.ndarray, list]:
-        """Pre-process here, off the inference thread: the model never waits for it."""
-        place = self.preprocessor(to_bgr8(frame.image), 0)
-        return frame, self.preprocessor.buffer.copy(), [place]
+    def _submit(self, frame: Frame) -> None:
+        """Pre-processing runs here, off the model's thread: the model never waits for it."""
+        while not self.stop.is_set():
+            if self.segmenter.submit(frame.image, frame, timeout=POLL_S, latest_only=self.latest_only):
+                break
+            if self.latest_only:  # left out: every slot holds a frame the model ran or runs
+                break
+        self.stats.dropped = self.segmenter.dropped
 
     def _reconnect(self) -> bool:
         delay = 0.5
@@ -365,52 +414,63 @@ class _Run:
         self.stats.stopped_by = "source lost"
         return False
 
-    # --- inference thread ----------------------------------------------------------------
-    def _infer(self) -> None:
-        while True:
-            item = self.frames.get(self.stop)
-            if item is END:
-                break
-            frame, batch, places = item
-            begin = time.perf_counter()
-            outputs = self.segmenter.backend.infer(batch)
-            self.stats.model_ms.add(1000 * (time.perf_counter() - begin))
-            self._hand_over((frame, outputs, places))
-        self._hand_over(END)
+    # --- drawing: post-processing, overlay, legend, heads-up line ---------------------------
+    def _draw(self) -> None:
+        try:
+            while not self.stop.is_set():
+                result = self.segmenter.collect(timeout=POLL_S)
+                if result is None:
+                    if self.captured_all.is_set() and not self.segmenter.in_flight:
+                        return
+                    continue
+                frame: Frame = result.tag  # type: ignore[assignment]
+                self.stats.model_ms.add(result.model_ms)
+                image = self.renderer.render(frame.image, result.labels, self._hud_text())
+                for sink in self.displays:
+                    sink.write(image)
+                self._hand_over((frame, image))
+                if any(sink.quit for sink in self.displays):
+                    self.stats.stopped_by = "q"
+                    return
+        finally:
+            self._hand_over(END)
 
-    def _hand_over(self, item) -> None:
+    def _draw_here(self) -> None:
+        """Draw in the main thread (a window is shown); an error stops the run like a worker's."""
+        try:
+            self._draw()
+        except Exception as err:  # noqa: BLE001 - raised after the sinks are closed
+            self.error = self.error or err
+            self.stop.set()
+
+    def _hand_over(self, item: tuple[Frame, np.ndarray] | None) -> None:
         while not self.stop.is_set():
             try:
-                self.results.put(item, timeout=POLL_S)
+                self.drawn.put(item, timeout=POLL_S)
                 return
             except queue.Full:
                 continue
 
-    # --- main thread: post-processing, drawing, sinks -------------------------------------
-    def _render(self) -> None:
+    def _hud_text(self) -> str:
+        model, total = self.stats.model_ms.recent_mean(), self.stats.latency_ms.recent_mean()
+        return f"{self.stats.fps():.1f} FPS  model {model:.0f} ms  capture-to-display {total:.0f} ms"
+
+    # --- writer thread: encoding and writing -----------------------------------------------
+    def _write(self) -> None:
         while not self.stop.is_set():
             try:
-                item = self.results.get(timeout=POLL_S)
+                item = self.drawn.get(timeout=POLL_S)
             except queue.Empty:
                 continue
             if item is END:
                 return
-            frame, outputs, places = item
-            labels = self.segmenter.finish(outputs, places)[0]
-            image = self.renderer.render(frame.image, labels, self._hud_text())
-            for sink in self.sinks:
+            frame, image = item
+            for sink in self.files:
                 sink.write(image)
             self.stats.done()
             self.stats.latency_ms.add(1000 * (time.perf_counter() - frame.captured))
             if self.on_frame is not None:
                 self.on_frame(self.stats)
-            if any(isinstance(s, DisplaySink) and s.quit for s in self.sinks):
-                self.stats.stopped_by = "q"
-                return
-
-    def _hud_text(self) -> str:
-        model, total = self.stats.model_ms.recent_mean(), self.stats.latency_ms.recent_mean()
-        return f"{self.stats.fps():.1f} FPS  model {model:.0f} ms  capture-to-display {total:.0f} ms"
 
     def _close_sinks(self) -> BaseException | None:
         """Close every sink, even after one fails; returns the first failure (raised after the run's own error)."""

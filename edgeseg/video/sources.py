@@ -170,7 +170,7 @@ def open_source(
 
 
 def csi_pipeline(uri: str, width: int | None, height: int | None, fps: float | None) -> str:
-    sensor = uri.removeprefix("csi://") or "0"
+    sensor = uri[len("csi://") :] or "0"  # str.removeprefix is Python 3.9; JetPack 5.1 has 3.8
     width, height, fps = width or 1280, height or 720, int(fps or 30)
     return (
         f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM),width={width},height={height},"

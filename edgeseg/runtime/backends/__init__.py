@@ -18,6 +18,8 @@ _REGISTRY: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
     "onnxruntime": ("edgeseg.runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",),
                     ("threads", "amx", "spin")),
     "tensorrt": ("edgeseg.runtime.backends.tensorrt_backend", "TensorRTBackend", (".engine", ".plan"), ()),
+    # after onnxruntime, so that auto keeps .onnx on ONNX Runtime: openvino only with --backend openvino
+    "openvino": ("edgeseg.runtime.backends.openvino_backend", "OpenVinoBackend", (".onnx",), ("threads", "precision")),
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.errors import EdgesegError
 from edgeseg.meta import ModelMeta
 
 
@@ -54,3 +55,17 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def fit_fixed_batch(batch: np.ndarray, fixed_batch: int | None) -> np.ndarray:
+    """``batch`` padded with zeros to a fixed-batch model's size (it still serves fewer images); larger is an error."""
+    count = batch.shape[0]
+    if fixed_batch is None or count == fixed_batch:
+        return batch
+    if count > fixed_batch:
+        raise EdgesegError(
+            f"batch of {count}: this model was exported for batch {fixed_batch}; "
+            "re-export with --dynamic-batch or --batch to match"
+        )
+    padding = np.zeros((fixed_batch - count, *batch.shape[1:]), dtype=batch.dtype)
+    return np.concatenate([batch, padding])

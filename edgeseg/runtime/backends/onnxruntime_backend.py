@@ -9,7 +9,7 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 from edgeseg.onnx_meta import check_graph_io, parse_meta
 from edgeseg.runtime.backends.amx import amx_model_bytes
-from edgeseg.runtime.backends.base import Backend
+from edgeseg.runtime.backends.base import Backend, fit_fixed_batch
 
 PROVIDERS = {
     "cpu": ("CPUExecutionProvider", "pip install 'edgeseg[cpu]'"),
@@ -52,14 +52,7 @@ class OnnxRuntimeBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         count = batch.shape[0]
-        if self.fixed_batch is not None and count != self.fixed_batch:
-            if count > self.fixed_batch:
-                raise EdgesegError(
-                    f"batch of {count}: this model was exported for batch {self.fixed_batch}; "
-                    "re-export with --dynamic-batch or --batch to match"
-                )
-            padding = np.zeros((self.fixed_batch - count, *batch.shape[1:]), dtype=batch.dtype)
-            batch = np.concatenate([batch, padding])  # a fixed-batch model still serves fewer images
+        batch = fit_fixed_batch(batch, self.fixed_batch)
         if self.on_gpu:
             return self._run_bound(batch)[:count]
         return self.session.run(None, {self.input_name: batch})[0][:count]
