@@ -371,8 +371,6 @@ def _check_options(opts: ExportOptions) -> None:
         opts.precisions = ("fp32", *opts.precisions)  # every other precision is made from, and checked against, FP32
     if opts.verify and opts.data is None:
         raise EdgesegError("--verify needs real images: pass --data DATA (its --split, val by default, is used) or --no-verify")
-    if opts.verify:
-        _check_split(opts.data, opts.split)
     if "int8" in opts.precisions and opts.calib is None:
         raise EdgesegError("--precision int8 needs calibration images: pass --calib calib_data/NAME (see `edgeseg calib-data`)")
     if opts.int8_source not in INT8_SOURCES:
@@ -395,6 +393,8 @@ def _check_options(opts: ExportOptions) -> None:
     CalibrationSettings(opts.calib_method, opts.percentile, opts.calib_images)  # refuses a bad method now, not after the FP32 step
     if "int8" in opts.precisions and opts.opset < MIN_INT8_OPSET:
         raise EdgesegError(f"--opset {opts.opset}: INT8 per-channel Q/DQ needs opset {MIN_INT8_OPSET} or later")
+    if opts.verify:
+        _check_split(opts.data, opts.split)  # last: it reads the data set, after every check of the flags alone
 
 
 OPSETS = (11, 20)  # align_corners Resize needs 11; 20 is the last opset torch's TorchScript exporter writes
