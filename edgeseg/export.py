@@ -338,7 +338,6 @@ class _Export:
             "files": {key: {"name": p.name, "sha256": file_sha256(p),
                             "requires": file_requirements(key, self.opts.trt_version)} for key, p in self.files.items()},
             "parity_passed": parity["passed"] if parity else None,
-            "macs": self.meta.macs, "params": self.meta.params,
             "seconds": self.seconds, **self.report, **self._bundle_keys(),
         }  # fmt: skip
         write_json(self.staging / "export.json", manifest)

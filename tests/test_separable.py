@@ -204,7 +204,7 @@ def test_export_records_macs_and_passes_parity(exported, trained):
     counted = measure(model, (96, 128))
     manifest = json.loads((exported.onnx_path.parent / "export.json").read_text())
     assert exported.parity["passed"] is True and manifest["parity_passed"] is True
-    assert (manifest["macs"], manifest["params"]) == (counted.macs, counted.params)
+    assert (manifest["complexity"]["macs"], manifest["complexity"]["params"]) == (counted.macs, counted.params)
     assert manifest["complexity"]["head"] == "separable" and manifest["complexity"]["head_macs"] == counted.head_macs
     for key in ("fp32", "int8_qdq", "int8"):
         meta, _ = read_meta(exported.files[key])
