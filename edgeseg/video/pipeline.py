@@ -9,8 +9,9 @@
 - drawing thread: ``Segmenter.collect`` (post-processing), overlay, legend and heads-up line;
   the main thread does it when a window is shown (the window belongs to the main thread).
 - writer thread: encodes and writes the video files and image folders.
-With a model on the CPU, the capture, drawing and writer threads (and FFmpeg's) run at a lower
-priority than the model's (on Linux), and OpenCV's own thread pool is off during the run: the
+With a model on the CPU, the drawing and writer threads, FFmpeg's, and the capture thread of a
+file or folder run at a lower priority than the model's (on Linux; a camera's or ``realtime``
+capture keeps the normal one, so frames drop on time), and OpenCV's own thread pool is off during the run: the
 model's threads (two on a 2-core CPU) meet at a barrier after every layer, so a helper that takes
 a core from one of them delays both; at a lower priority the helpers use the moments the model
 leaves idle (benchmarks/video_fps.py). With a model on a GPU nothing is lowered.
@@ -330,7 +331,9 @@ class _Run:
 
     def go(self) -> RunStats:
         self.segmenter.start(QUEUE_DEPTH)  # from this thread, so that the model's thread keeps its priority
-        workers = [self._thread(self._capture, "capture"), self._thread(self._write, "writer")]
+        # A source on its own clock (a camera, or --realtime) is read at the normal priority: a starved reader
+        # would let frames age in the driver's queue instead of dropping them as a camera does.
+        workers = [self._thread(self._capture, "capture", lowered=not self.latest_only), self._thread(self._write, "writer")]
         if not self.displays:
             workers.append(self._thread(self._draw, "drawing"))
         for worker in workers:
@@ -357,12 +360,13 @@ class _Run:
             raise failure
         return self.stats
 
-    def _thread(self, body: Callable[[], None], name: str) -> threading.Thread:
-        return threading.Thread(target=self._guard, args=(body,), daemon=True, name=name)
+    def _thread(self, body: Callable[[], None], name: str, lowered: bool = True) -> threading.Thread:
+        return threading.Thread(target=self._guard, args=(body, lowered), daemon=True, name=name)
 
-    def _guard(self, body: Callable[[], None]) -> None:
-        """Run a worker at the helpers' priority; an error stops the run and is raised again in the main thread."""
-        _lower_priority(self.niceness)
+    def _guard(self, body: Callable[[], None], lowered: bool = True) -> None:
+        """Run a worker (at the helpers' priority if ``lowered``); an error stops the run and is raised in the main thread."""
+        if lowered:
+            _lower_priority(self.niceness)
         try:
             body()
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
