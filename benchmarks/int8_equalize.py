@@ -13,17 +13,19 @@ model is scored too (it must agree with PyTorch as the plain one does).
 Variants: plain (no equalization), cle-skip (CLE on ReLU chains only, ReLU6 chains left alone),
 cle (CLE, ReLU6 chains bounded by the calibration maxima), bias (bias correction only),
 cle+bias. Writes benchmarks/results/int8_equalize.json (with the machine and its CPU flags);
---update-results also replaces the `int8_equalize` section of RESULTS.md.
+--update-results also replaces the `int8_equalize` section of RESULTS.md; --merge puts the models of an
+earlier results file in the same table (`--model none --merge a.json --merge b.json` only re-renders).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
-from _results import ROOT, machine, markdown_table, save_json, update_section
+from _results import RESULTS_DIR, ROOT, machine, markdown_table, save_json, update_section
 
 VARIANTS = {  # name: (equalize mode, ReLU6 handling)
     "plain": ("off", "bounded"),
@@ -49,6 +51,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", default="int8_equalize.json", help="File name in benchmarks/results/.")
     parser.add_argument("--update-results", action="store_true")
+    parser.add_argument("--merge", action="append", default=[],
+                        help="An earlier results file in benchmarks/results/ (same split and calibration) whose models join the table first.")
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -70,10 +74,23 @@ def main() -> None:
                 save_json(args.results, report)
 
             measure_model(model, variants, args, Path(work) / f"m{index}", record)
+    if args.merge:
+        report["models"] = [*merged_models(args.merge, report), *results]
+        save_json(args.results, report)
     markdown = render(report)
     if args.update_results:
         update_section("int8_equalize", markdown)
     print(markdown)
+
+
+def merged_models(names: list[str], report: dict) -> list[dict]:
+    models = []
+    for name in names:
+        earlier = json.loads((RESULTS_DIR / name).read_text())
+        if (earlier["split"], earlier["calib"], earlier["calib_images"]) != (report["split"], report["calib"], report["calib_images"]):
+            raise SystemExit(f"--merge {name}: measured on another split or calibration set; rerun it with this run's settings")
+        models += earlier["models"]
+    return models
 
 
 def untrained_separable(data: str, work: Path) -> Path:

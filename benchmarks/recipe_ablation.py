@@ -8,6 +8,7 @@ already holds a finished best.pt is only scored, so the expensive part can be ru
 the same commands and this script then fills in the table.
 
     .venv/bin/python benchmarks/recipe_ablation.py                       # every row, three at a time, on 2 cores
+    .venv/bin/python benchmarks/recipe_ablation.py --rows C,S --score-only  # score finished runs only
     .venv/bin/python benchmarks/recipe_ablation.py --rows A,B --epochs 2 --runs runs/ablation-smoke
 
 Writes benchmarks/results/recipe_ablation.json and the "recipe_ablation" section of benchmarks/RESULTS.md, with the
@@ -23,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from _results import ROOT, machine, markdown_table, save_json, update_section
@@ -35,19 +37,38 @@ BASE = [
 ]  # fmt: skip
 OLD_RECIPE = ["--class-weights", "median-freq", "--color-jitter", "0", "--ema", "0"]
 
-# name -> (what changes, the full recipe flags of the row)
-ROWS: dict[str, tuple[str, list[str]]] = {
-    "A": ("old reference recipe (median-frequency weights, no colour jitter, no EMA)", OLD_RECIPE),
-    "B": ("A, square root of the median-frequency weights",
-          ["--class-weights", "sqrt-median-freq", "--color-jitter", "0", "--ema", "0"]),
-    "C": ("B, colour jitter 1.0 (brightness, contrast, saturation, hue)",
-          ["--class-weights", "sqrt-median-freq", "--color-jitter", "1.0", "--ema", "0"]),
+RECIPE_C = ["--class-weights", "sqrt-median-freq", "--color-jitter", "1.0", "--ema", "0"]
+
+
+@dataclass(frozen=True)
+class Row:
+    change: str
+    recipe: list[str]
+    epochs: int = 30  # scaled by --epochs / 30, so a smoke run shortens every row alike
+    base: str | None = None  # the row its delta is measured against (None: the previous row)
+    after: str | None = None  # a row whose finished weights this one starts from
+
+
+ROWS: dict[str, Row] = {
+    "A": Row("old reference recipe (median-frequency weights, no colour jitter, no EMA)", OLD_RECIPE),
+    "B": Row("A, square root of the median-frequency weights",
+             ["--class-weights", "sqrt-median-freq", "--color-jitter", "0", "--ema", "0"]),
+    "C": Row("B, colour jitter 1.0 (brightness, contrast, saturation, hue)", RECIPE_C),
+    "D": Row("C, 50 epochs instead of 30", RECIPE_C, epochs=50),
+    "S": Row("C with the separable head (`--head separable`)", [*RECIPE_C, "--head", "separable"], base="C"),
+    "SI": Row("S, 25 epochs started from row C's weights (`--init runs/ablation/C/best.pt`: its backbone and 1x1 layers)",
+              [*RECIPE_C, "--head", "separable", "--init", "{runs}/C/best.pt"], epochs=25, base="C", after="C"),
 }  # fmt: skip
+
+
+def row_epochs(name: str, epochs: int) -> int:
+    return max(1, round(ROWS[name].epochs * epochs / 30))
 
 
 def train_command(name: str, runs: Path, epochs: int, data: str) -> list[str]:
     return [sys.executable, "-m", "edgeseg", "train", "--data", data, "--out", str(runs / name),
-            "--epochs", str(epochs), *BASE, *ROWS[name][1]]  # fmt: skip
+            "--epochs", str(row_epochs(name, epochs)), *BASE,
+            *(flag.format(runs=runs) for flag in ROWS[name].recipe)]  # fmt: skip
 
 
 def train_rows(names: list[str], runs: Path, epochs: int, data: str, parallel: int) -> None:
@@ -57,8 +78,11 @@ def train_rows(names: list[str], runs: Path, epochs: int, data: str, parallel: i
     pending = [name for name in names if not (runs / name / "best.pt").is_file()]
     running: list[tuple[str, subprocess.Popen]] = []
     while pending or running:
-        while pending and len(running) < parallel:
-            name = pending.pop(0)
+        busy = {*pending, *(entry[0] for entry in running)}
+        startable = [name for name in pending if ROWS[name].after not in busy]
+        while startable and len(running) < parallel:
+            name = startable.pop(0)
+            pending.remove(name)
             runs.mkdir(parents=True, exist_ok=True)
             log = open(runs / f"{name}.out", "w")  # noqa: SIM115 - closed with the process
             resume = ["--resume", str(runs / name / "last.pt")] if (runs / name / "last.pt").is_file() else []
@@ -85,7 +109,7 @@ def score_row(name: str, runs: Path, data: str) -> dict:
     scored = [row for row in log if row["val_miou"]]
     best = max(scored, key=lambda row: float(row["val_miou"]))
     return {
-        "row": name, "change": ROWS[name][0], "recipe": " ".join(ROWS[name][1]),
+        "row": name, "change": ROWS[name].change, "recipe": " ".join(ROWS[name].recipe).format(runs=runs),
         "epochs": len(log), "best_epoch": int(best["epoch"]),
         "train_seconds": round(sum(float(row["seconds"]) for row in log), 1),
         "heldout_miou": splits["heldout"]["miou"], "heldout_pixel_accuracy": splits["heldout"]["pixel_accuracy"],
@@ -97,22 +121,24 @@ def score_row(name: str, runs: Path, data: str) -> dict:
 def render(rows: list[dict], info: dict) -> str:
     header = ["row", "change", "held-out mIoU %", "delta", "held-out pixel acc %", "val mIoU % (seen drive)",
               "best epoch", "train time"]  # fmt: skip
-    table, previous = [], None
-    for row in rows:
-        delta = "" if previous is None else f"{100 * (row['heldout_miou'] - previous):+.2f}"
+    table, scores = [], {}
+    for index, row in enumerate(rows):
+        base = ROWS[row["row"]].base or (rows[index - 1]["row"] if index else None)
+        delta = f"{100 * (row['heldout_miou'] - scores[base]):+.2f} vs {base}" if base in scores else ""
         table.append([row["row"], row["change"], f"{100 * row['heldout_miou']:.2f}", delta,
                       f"{100 * row['heldout_pixel_accuracy']:.2f}", f"{100 * row['val_miou']:.2f}",
                       f"{row['best_epoch']} of {row['epochs']}", f"{row['train_seconds'] / 60:.0f} min"])  # fmt: skip
-        previous = row["heldout_miou"]
+        scores[row["row"]] = row["heldout_miou"]
     classes = list(rows[0]["heldout_per_class"])
     per_class = markdown_table(["row", *classes], [
         [row["row"], *(f"{100 * row['heldout_per_class'][c]['iou']:.1f}" for c in classes)] for row in rows])
     return "\n\n".join([
         "## Training recipe ablation (held-out drive 0006R0)",
-        f"Each row trains from scratch on `train-heldout` (drives 0001TP, 0016E5) and picks best.pt on `heldout` "
+        f"Each row trains on `train-heldout` (drives 0001TP, 0016E5) and picks best.pt on `heldout` "
         f"(drive 0006R0, never trained on); `val` is drive 0016E5, which training sees, so it flatters. Base command: "
-        f"`edgeseg train --epochs {rows[0]['epochs']} {' '.join(BASE)}`; rows add their recipe. Train time is the "
-        f"run's own, with the three runs sharing the CPU's 2 cores at one thread each. Machine: {info['summary']}; CPU flags "
+        f"`edgeseg train {' '.join(BASE)}`; rows add their recipe and epochs. Rows A to D are cumulative; S changes only "
+        f"C's head; SI does too, but starts from row C's weights instead of from scratch. Train time is the run's own wall time at one thread, with two or three "
+        f"runs sharing the CPU's 2 cores. Machine: {info['summary']}; CPU flags "
         f"{' '.join(info['cpu_flags']) or 'none of note'}.",
         markdown_table(header, table),
         "Held-out IoU per class (%):",
@@ -123,7 +149,7 @@ def render(rows: list[dict], info: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default=",".join(ROWS), help="Comma-separated rows (default all).")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=30, help="Epochs of a 30-epoch row (others scale alike).")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "ablation", help="Folder of the run folders.")
     parser.add_argument("--data", default=DATA)
     parser.add_argument("--parallel", type=int, default=3, help="Runs at a time (threads split between them).")

@@ -1,0 +1,112 @@
+"""Where the INT8 CPU form's time goes, seed-exact head against separable head (issue 13's 0.30x latency goal).
+
+    python benchmarks/int8_latency_parts.py [--seed out/main/export/model.int8.onnx]
+        [--separable out/separable/export/model.int8.onnx] [--threads 2] [--runs 30]
+
+ONNX Runtime's own profiler times every node of both models (same threads, sessions as `edgeseg bench` makes them);
+each node's median over --runs runs is summed per part of the network:
+
+- backbone: MobileNetV2 up to output stride 16, the same in both models;
+- head: ASPP, low-level projection, decoder and classifier, the only part the separable head changes;
+- in/out: the bilinear upsample of the logits to the input size, and the input's quantization.
+
+The "head for free" row is the separable model's time without its head: no head, however cheap, gets below it.
+Writes benchmarks/results/int8_latency_parts.json and the `int8_latency_parts` section of RESULTS.md, with the
+machine and its CPU flags. Run on a quiet machine: anything else running inflates the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from _results import ROOT, machine, markdown_table, save_json, update_section
+
+PARTS = ("backbone", "head", "in/out")
+
+
+def part_of(node: str, op_type: str, last_resize: str) -> str:
+    if "/backbone/" in node:
+        return "backbone"
+    if node == last_resize or op_type in ("QuantizeLinear", "DequantizeLinear") and "Resize" not in node:
+        return "in/out"
+    return "head"
+
+
+def profile(model: Path, threads: int, runs: int, warmup: int = 3) -> dict:
+    """Median milliseconds per part (sum of each node's median) and the median whole run."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as folder:
+        options.profile_file_prefix = str(Path(folder) / "profile")
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        feed = session.get_inputs()[0]
+        shape = [dim if isinstance(dim, int) else 1 for dim in feed.shape]
+        image = np.random.default_rng(0).random(shape, dtype=np.float32)
+        for _ in range(warmup + runs):
+            session.run(None, {feed.name: image})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    whole = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[warmup:]
+    start = whole[0]["ts"]
+    per_node: dict[str, list[float]] = collections.defaultdict(list)
+    op_types: dict[str, str] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= start:
+            node = event["name"][: -len("_kernel_time")]
+            per_node[node].append(event["dur"] / 1000)
+            op_types[node] = event["args"]["op_name"]
+    resizes = [node for node in per_node if op_types[node] == "Resize"]
+    last_resize = max(resizes, key=lambda node: statistics.median(per_node[node])) if resizes else ""
+    parts = dict.fromkeys(PARTS, 0.0)
+    for node, durations in per_node.items():
+        parts[part_of(node, op_types[node], last_resize)] += statistics.median(durations)
+    return {"model": str(model), "parts_ms": parts, "run_ms": statistics.median(e["dur"] / 1000 for e in whole)}
+
+
+def render(seed: dict, separable: dict, info: dict) -> str:
+    def row(name: str, result: dict, parts: tuple[str, ...]) -> list[str]:
+        ms = sum(result["parts_ms"][part] for part in parts)
+        return [name, *(f"{result['parts_ms'][part]:.2f}" if part in parts else "-" for part in PARTS),
+                f"{ms:.2f}", f"{ms / seed_total:.2f}x"]  # fmt: skip
+
+    seed_total = sum(seed["parts_ms"].values())
+    table = [row("seed-exact head", seed, PARTS), row("separable head", separable, PARTS),
+             row("separable, head for free", separable, ("backbone", "in/out"))]  # fmt: skip
+    return "\n\n".join([
+        "## INT8 CPU form, time per part of the network (ONNX Runtime profiler)",
+        f"Sum of each node's median over {info['runs']} runs, {info['threads']} threads, 360x480, batch 1 "
+        f"(whole runs: {seed['run_ms']:.2f} and {separable['run_ms']:.2f} ms). The issue's goal is the separable "
+        f"INT8 model at 0.30x of the seed-exact INT8's latency. Machine: {info['summary']}; CPU flags "
+        f"{' '.join(info['cpu_flags']) or 'none of note'}.",
+        markdown_table(["model", "backbone ms", "head ms", "in/out ms", "total ms", "vs seed-exact"], table),
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=Path, default=ROOT / "out/main/export/model.int8.onnx")
+    parser.add_argument("--separable", type=Path, default=ROOT / "out/separable/export/model.int8.onnx")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    for flag, path in (("--seed", args.seed), ("--separable", args.separable)):
+        if not path.is_file():
+            raise SystemExit(f"{flag} {path}: no such model; export one with `edgeseg export ... --precision int8`")
+    seed, separable = (profile(path, args.threads, args.runs) for path in (args.seed, args.separable))
+    info = {**machine(args.threads), "threads": args.threads, "runs": args.runs}
+    save_json("int8_latency_parts.json", {"machine": info, "seed": seed, "separable": separable})
+    markdown = render(seed, separable, info)
+    update_section("int8_latency_parts", markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
