@@ -4,7 +4,7 @@ Each row is one `edgeseg train` run, from scratch, with the row's recipe added t
 CamVid's `train-heldout` split (drives 0001TP and 0016E5) with best.pt picked on `heldout` (all of drive 0006R0), then
 scored per split by `edgeseg eval --split heldout,val`. The rows are cumulative: each keeps the previous row's winning
 choices and changes one thing, so the deltas say what each change buys. Run folders are reused: a row whose run folder
-already holds a finished best.pt is only scored, so the expensive part can be run by hand (or on another machine) with
+holds a finished run is only scored, so the expensive part can be run by hand (or on another machine) with
 the same commands and this script then fills in the table.
 
     .venv/bin/python benchmarks/recipe_ablation.py                       # every row, three at a time, on 2 cores
@@ -71,11 +71,17 @@ def train_command(name: str, runs: Path, epochs: int, data: str) -> list[str]:
             *(flag.format(runs=runs) for flag in ROWS[name].recipe)]  # fmt: skip
 
 
+def finished(folder: Path, epochs: int) -> bool:
+    """The run logged its last epoch (best.pt alone appears at the first validation)."""
+    log = folder / "log.csv"
+    return log.is_file() and any(row["epoch"] == str(epochs) for row in csv.DictReader(log.open()))
+
+
 def train_rows(names: list[str], runs: Path, epochs: int, data: str, parallel: int) -> None:
     """Train the rows without a best.pt, ``parallel`` at a time, each on cpu_count / parallel threads."""
     threads = str(max(1, (os.cpu_count() or 2) // parallel))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    pending = [name for name in names if not (runs / name / "best.pt").is_file()]
+    pending = [name for name in names if not finished(runs / name, row_epochs(name, epochs))]
     running: list[tuple[str, subprocess.Popen]] = []
     while pending or running:
         busy = {*pending, *(entry[0] for entry in running)}
