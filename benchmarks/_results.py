@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -29,11 +30,13 @@ def cpu_flags() -> list[str]:
 
 
 def machine(threads: int | None = None) -> dict:
-    """What every result records about the machine: environment, a one-line summary and the CPU flags of note."""
+    """What every result records about the machine: environment, a one-line summary, the CPU flags of note
+    and the load average (a busy machine slows every timing)."""
     from edgeseg.sysinfo import environment, summary
 
     info = environment(threads=threads)
-    return {**info, "summary": summary(info), "cpu_flags": cpu_flags()}
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return {**info, "summary": summary(info), "cpu_flags": cpu_flags(), "load_average": load}
 
 
 def save_json(name: str, data: object) -> Path:

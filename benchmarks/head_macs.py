@@ -15,18 +15,17 @@ section of RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from _results import machine as shared_machine
 from _results import markdown_table, save_json, update_section
 
 HEADS = ("seed", "separable")
 SIZES = ((360, 480), (512, 512))
 LATENCY_SIZE = (360, 480)
-FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 
 
 def main() -> None:
@@ -109,12 +108,7 @@ def export(classes: int, head: str, folder: Path) -> Path:
 
 
 def machine(threads: int) -> dict:
-    from edgeseg.sysinfo import environment, read_text
-
-    cpuinfo = read_text(Path("/proc/cpuinfo")) or ""
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return {**environment(threads), "cpu_flags": [f for f in FLAGS if f in flags], "load_average": list(os.getloadavg()),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    return {**shared_machine(threads), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def render(report: dict) -> str:

@@ -31,8 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import ROOT, markdown_table, save_json, update_section
-from video_fps import default_clip, machine_line, machine_with_load, shown
+from _results import ROOT, machine, markdown_table, save_json, update_section
+from video_fps import default_clip, machine_line, shown
 
 
 def main() -> None:
@@ -62,7 +62,7 @@ def main() -> None:
     seed = statistics.median(seed_fps)
     rows = [{"model": shown(Path(m)), "run_fps": fps, "ratio": statistics.median(fps) / seed} for m, fps in run_fps.items()]
     report = {"checkpoint": shown(args.checkpoint), "clip": shown(args.clip), "threads": args.threads,
-              "seed_fps": seed_fps, "runs": rows, "machine": machine_with_load(args.threads)}  # fmt: skip
+              "seed_fps": seed_fps, "runs": rows, "machine": machine(args.threads)}  # fmt: skip
     save_json("seed_video_cpu.json", report)
     markdown = render(report)
     update_section("seed_video", markdown)

@@ -19,7 +19,6 @@ process on the cores makes both noisy.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
 import sys
@@ -57,7 +56,7 @@ def main() -> None:
         clip = args.clip if args.clip.is_file() else make_clip(args.camvid, Path(work) / "clip.mp4", 101)
         rows = [measure(model, clip, Path(work), args.threads, args.rounds, args.iters, args.stage_frames) for model in models]
     report = {"clip": shown(clip), "threads": args.threads,
-              "models": rows, "machine": machine_with_load(args.threads)}  # fmt: skip
+              "models": rows, "machine": machine(args.threads)}  # fmt: skip
     save_json("video_fps_cpu.json", report)
     markdown = render(report)
     update_section("video_fps", markdown)
@@ -161,11 +160,6 @@ def shown(path: Path) -> str:
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def machine_with_load(threads: int) -> dict:
-    """The machine as every result records it, and its load average: a busy machine slows both sides."""
-    return {**machine(threads), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
 def machine_line(info: dict) -> str:
