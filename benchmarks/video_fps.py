@@ -5,11 +5,13 @@
 
 For each model: the bare model's throughput (as ``edgeseg bench --model-only``: the backend on a
 prepared input, nothing else; the faster of ONNX Runtime's idle threads spinning, its default, and
-sleeping, what `edgeseg run` uses) and `edgeseg run`'s frames per second from the clip to an mp4
-(decode, pre-processing, the model, argmax, overlay, legend, heads-up line, encode, write),
-alternating the two ``--rounds`` times; the ratio of the medians (goal: >= 0.95). Then where the
-time around the model goes: every stage of one frame run one after another in one thread, wall
-and CPU milliseconds (CPU of the whole process, so a stage's helper threads count).
+sleeping, what `edgeseg run` uses), the same with two sessions at once (``--streams 2``, what
+`edgeseg run` uses on a file), and `edgeseg run`'s frames per second from the clip to an mp4
+(decode, pre-processing, the model, argmax, overlay, legend, heads-up line, encode, write), by
+default and with ``--streams 1``, alternating ``--rounds`` times; the ratios of the medians (goal:
+>= 0.95). Then where the time around the model goes: the CPU of each thread of the run, and every
+stage of one frame run one after another in one thread, wall and CPU milliseconds (CPU of the
+whole process, so a stage's helper threads count).
 The clip is scripts/main_job.sh's (made from CamVid val with scripts/make_clip.py if there is none).
 Writes benchmarks/results/video_fps_cpu.json and the `video_fps` section of RESULTS.md.
 Measure on a quiet machine: the ratio is of two numbers taken in the same run, but another
@@ -19,10 +21,12 @@ process on the cores makes both noisy.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,20 +72,29 @@ def default_clip() -> Path:
 
 
 def measure(model: Path, clip: Path, work: Path, threads: int, rounds: int, iters: int, stage_frames: int) -> dict:
-    """Alternate bare-model and `edgeseg run` rounds with the same backend threads, then the stage breakdown."""
+    """Alternate bare-model and `edgeseg run` rounds with the same threads, then the stage breakdown."""
     from edgeseg.video import run_video
 
-    spinning, sleeping, run_fps, runs = [], [], [], []
+    spinning, sleeping, streamed, run_fps, one_stream_fps, runs = [], [], [], [], [], []
     for _ in range(rounds):
         spinning.append(bare_model_fps(model, threads, spin=True, iters=iters))
         sleeping.append(bare_model_fps(model, threads, spin=False, iters=iters))
-        stats = run_video(model, str(clip), [str(work / "out.mp4")], threads=threads, exist_ok=True)
+        streamed.append(bare_streams_fps(model, threads, iters=iters))
+        threads_cpu = ThreadCpu()
+        stats = run_video(model, str(clip), [str(work / "out.mp4")], threads=threads, exist_ok=True,
+                          on_frame=threads_cpu.sample)  # fmt: skip
         run_fps.append(stats["fps"])
-        runs.append(stats)
+        runs.append({**stats, "thread_cpu_ms_per_frame": threads_cpu.per_frame(stats["processed"])})
+        one = run_video(model, str(clip), [str(work / "out.mp4")], threads=threads, streams=1, exist_ok=True)
+        one_stream_fps.append(one["fps"])
     model_only = [max(pair) for pair in zip(spinning, sleeping)]
+    best_bare = [max(pair) for pair in zip(model_only, streamed)]
     return {"model": shown(model), "threads": threads, "model_only_fps": model_only,
-            "model_only_spinning_fps": spinning, "model_only_sleeping_fps": sleeping, "run_fps": run_fps,
+            "model_only_spinning_fps": spinning, "model_only_sleeping_fps": sleeping,
+            "model_only_streams_fps": streamed, "run_fps": run_fps, "run_one_stream_fps": one_stream_fps,
+            "run_streams": runs[-1]["streams"],
             "ratio": statistics.median(run_fps) / statistics.median(model_only),
+            "ratio_to_best_bare": statistics.median(run_fps) / statistics.median(best_bare),
             "stages_ms": stage_breakdown(model, clip, work, threads, stage_frames), "last_run": runs[-1]}  # fmt: skip
 
 
@@ -100,6 +113,68 @@ def bare_model_fps(model: Path, threads: int, spin: bool, iters: int = 60, warmu
         for _ in range(iters):
             segmenter.run(1)
         return iters / (time.perf_counter() - begin)
+
+
+def bare_streams_fps(model: Path, threads: int, iters: int = 60, warmup: int = 3) -> float:
+    """Frames per second of the model alone as `edgeseg run` uses it on a file: copies of it
+    (``auto_streams``), each on its share of the threads and its own thread, at the same time."""
+    import numpy as np
+
+    from edgeseg.runtime import Segmenter
+    from edgeseg.video.pipeline import auto_streams
+
+    with Segmenter.load(model, threads=threads, streams=auto_streams(True, False, threads), spin=False) as segmenter:
+        batch = np.full((1, 3, *segmenter.meta.input_size), 0.5, np.float32)
+
+        def loop(backend, count):
+            for _ in range(count):
+                backend.infer(batch)
+
+        for backend in segmenter.backends:
+            loop(backend, warmup)
+        workers = [threading.Thread(target=loop, args=(backend, iters)) for backend in segmenter.backends]
+        begin = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return iters * len(workers) / (time.perf_counter() - begin)
+
+
+class ThreadCpu:
+    """CPU of each thread of this process per frame of a run, by name, from its 10th frame to its last
+    (Linux's /proc; empty elsewhere): the steady state, without opening the model and the first frames."""
+
+    def __init__(self) -> None:
+        self.first: dict[int, tuple[int, float]] = {}  # thread id -> (frames out, CPU seconds) at its first sample
+        self.last: dict[int, tuple[str, int, float]] = {}
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def sample(self, stats) -> None:
+        """Called by run_video after each written frame: every 10th frame, read every thread's CPU time."""
+        tasks = Path("/proc/self/task")
+        if stats.processed % 10 or not tasks.is_dir():
+            return
+        names = {thread.native_id: thread.name for thread in threading.enumerate()}
+        for task in tasks.iterdir():
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                name = names.get(int(task.name)) or (task / "comm").read_text().strip()
+            except (OSError, ValueError, IndexError):
+                continue
+            seconds = (int(fields[11]) + int(fields[12])) / self.tick
+            self.first.setdefault(int(task.name), (stats.processed, seconds))
+            self.last[int(task.name)] = (name, stats.processed, seconds)
+
+    def per_frame(self, _frames: int = 0) -> dict[str, float]:
+        """Milliseconds of CPU a frame of each thread name (threads of one name summed), largest first."""
+        totals: dict[str, float] = {}
+        for task, (name, frames, seconds) in self.last.items():
+            first_frames, first_seconds = self.first[task]
+            if frames > first_frames:
+                label = "the model (every stream's thread)" if name.startswith("edgeseg-model") else name
+                totals[label] = totals.get(label, 0.0) + 1000 * (seconds - first_seconds) / (frames - first_frames)
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
 def stage_breakdown(model: Path, clip: Path, work: Path, threads: int, frames: int) -> dict:
@@ -125,7 +200,7 @@ def stage_breakdown(model: Path, clip: Path, work: Path, threads: int, frames: i
     with Segmenter.load(model, threads=threads, spin=False) as segmenter, _opencv_threads(0):
         overlay = Renderer(segmenter.meta, legend=False, hud=False)
         legend = Renderer(segmenter.meta)
-        source = open_source(str(clip), loop=True)
+        source = open_source(str(clip), loop=True, decode_threads=1)  # as edgeseg run on a CPU
         labels_out = segmenter.backend.output_kind == "labels"  # argmax inside the model
         sink = open_sink(str(work / "stages.mp4"), source.fps, exist_ok=True)
         for index in range(frames + 5):  # the first 5 warm up
@@ -169,36 +244,50 @@ def machine_line(info: dict) -> str:
 
 
 def render(report: dict) -> str:
-    rows, stage_rows = [], []
+    rows, stage_rows, thread_rows = [], [], []
     for row in report["models"]:
         last = row["last_run"]
-        bare_ms = 1000 / statistics.median(row["model_only_fps"])
-        rows.append([row["model"], f"{statistics.median(row['model_only_fps']):.1f}", f"{statistics.median(row['run_fps']):.1f}",
-                     f"**{row['ratio']:.2f}**", f"{bare_ms:.1f}", f"{last['model_latency_ms']['p50']:.1f}",
+        bare, streamed = statistics.median(row["model_only_fps"]), statistics.median(row["model_only_streams_fps"])
+        rows.append([row["model"], f"{bare:.1f}", f"{streamed:.1f}", f"{statistics.median(row['run_one_stream_fps']):.1f}",
+                     f"{statistics.median(row['run_fps']):.1f} ({row['run_streams']} streams)", f"**{row['ratio']:.2f}**",
+                     f"{row['ratio_to_best_bare']:.2f}", f"{last['model_latency_ms']['p50']:.1f}",
                      f"{last['capture_to_display_ms']['p50']:.0f}", f"{last['processed']}/{last['frames_in']}"])  # fmt: skip
         stages = row["stages_ms"]
         stage_rows += [[row["model"], stage, f"{ms['wall']:.2f}", f"{ms['cpu']:.2f}"] for stage, ms in stages.items()]
-    return "\n".join([
+        thread_rows += [[row["model"], name, f"{ms:.2f}"] for name, ms in last.get("thread_cpu_ms_per_frame", {}).items()
+                        if ms >= 0.05]  # fmt: skip
+    threads = report["threads"]
+    parts = [
         "## Video: `edgeseg run` against the bare model — `python benchmarks/video_fps.py`",
         "",
         f"`{report['clip']}` decoded, segmented, drawn (overlay, legend, heads-up line) and encoded to mp4 by "
-        f"`edgeseg run`, against the bare model (as `bench --model-only`; the faster of ONNX Runtime's idle threads "
-        f"spinning and sleeping), ONNX Runtime with {report['threads']} threads, "
-        f"medians of alternating rounds in one run. {machine_line(report['machine'])}. Goal: run >= 0.95x the bare model.",
+        f"`edgeseg run` with {threads} threads, against the bare model on a prepared input: as `edgeseg bench "
+        f"--model-only --threads {threads}` times it (one session, the faster of ONNX Runtime's idle threads spinning "
+        f"and sleeping), and as `edgeseg bench --model-only --streams 2` does (two sessions of {threads // 2} "
+        f"thread{'s' if threads // 2 > 1 else ''} at once, the streams `edgeseg run` uses on a file). Medians of "
+        f"alternating rounds in one run. {machine_line(report['machine'])}. Goal: run >= 0.95x the bare model.",
         "",
-        markdown_table(["model", "bare model FPS", "run FPS (mp4)", "ratio", "bare model ms", "model p50 ms in the run",
+        markdown_table(["model", "bare FPS, 1 session", "bare FPS, 2 streams", "run FPS, --streams 1",
+                        "run FPS (default)", "run / bare 1 session", "run / best bare", "model p50 ms in the run",
                         "capture-to-file p50 ms", "frames out/in"], rows),  # fmt: skip
         "",
-        "Where the time around the model goes: each stage of one frame, run one after another in one thread "
-        "(medians; CPU is the whole process's, so the model's own threads count in its row).",
+        "CPU milliseconds a frame of each thread in the last default run, from its 10th frame out to its last "
+        "(Linux's per-thread counters, in 10 ms ticks):",
+        "",
+        markdown_table(["model", "thread", "CPU ms a frame"], thread_rows),
+        "",
+        "Each stage of one frame, run one after another in one thread (medians; CPU is the whole process's, so the "
+        "model's own threads count in its row):",
         "",
         markdown_table(["model", "stage", "wall ms", "CPU ms"], stage_rows),
         "",
-        "In `edgeseg run` these stages overlap: capture and pre-processing, the model, drawing, and encoding each",
-        "have a thread; the helpers run at a lower priority than the model's threads, which meet at a barrier after",
-        "every layer, so the helpers use the moments the model leaves idle instead of delaying it. Capture-to-file",
-        "latency of a file source includes the frames waiting in the queues (every frame is kept).",
-    ])
+        "In `edgeseg run` these stages overlap: capture and pre-processing, each stream of the model, drawing, and",
+        "encoding each have a thread; the helpers run at a lower priority than the model's threads, so they use the",
+        "moments the model leaves idle. On 2 cores the frame rate is about 2000 / (the model's CPU ms + the helpers'",
+        "CPU ms) a frame: every helper millisecond is a model millisecond lost. Capture-to-file latency of a file",
+        "source includes the frames waiting in the queues (every frame is kept).",
+    ]
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":

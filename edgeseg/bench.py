@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import write_bytes, write_json
 from edgeseg.runtime import Segmenter, backend_names
+from edgeseg.runtime.segmenter import check_streams, share_threads
 from edgeseg.sysinfo import TegrastatsSampler, environment, summary
 
 MIN_SIDE, MAX_SIDE = 16, 8192  # --img-size of the synthetic source picture (8192x8192x3 is 192 MiB)
@@ -40,6 +43,7 @@ class BenchResult:
     power_w: float | None = None
     fps_per_watt: float | None = None
     ratio: float = 1.0  # mean latency / the first row's
+    streams: int = 1  # copies of the model running batches at the same time, sharing the threads
     gmacs: float | None = None  # per image, from the model's metadata (export counts them); None: not recorded
 
 
@@ -55,7 +59,11 @@ def benchmark_models(
     img_size: tuple[int, int] | None = None,
     images: list[np.ndarray] | None = None,
     model_only: bool = False,
+    streams: int = 1,
 ) -> list[BenchResult]:
+    """``streams``: copies of each model run batches at the same time, each on its own thread with its
+    share of ``threads``; throughput counts every copy's images, latency is each batch's own."""
+    check_streams(streams, threads)
     if iters < 1 or warmup < 0:
         raise EdgesegError(f"--iters {iters} / --warmup {warmup}: need at least one timed iteration")
     if batch_size < 1 or (threads is not None and threads < 1):
@@ -64,7 +72,7 @@ def benchmark_models(
         raise EdgesegError(f"--img-size {' '.join(map(str, img_size))}: give H W from {MIN_SIDE} to {MAX_SIDE}, e.g. 360 480")
     backends = _backend_list(backend)
     results = [
-        _bench_one(Path(m), name, device, batch_size, iters, warmup, threads, img_size, images, model_only)
+        _bench_one(Path(m), name, device, batch_size, iters, warmup, threads, img_size, images, model_only, streams)
         for m in models for name in backends
     ]
     for result in results:
@@ -82,24 +90,26 @@ def _backend_list(backend: str) -> list[str]:
     return names
 
 
-def _bench_one(model, backend, device, batch_size, iters, warmup, threads, img_size, images, model_only) -> BenchResult:
+def _bench_one(model, backend, device, batch_size, iters, warmup, threads, img_size, images, model_only,
+               streams=1) -> BenchResult:  # fmt: skip
     _reset_peak_rss()
-    options = {"threads": threads} if threads else {}
-    with Segmenter.load(model, backend=backend, device=device, batch_size=batch_size, **options) as segmenter:
+    shares = share_threads(threads, streams) if streams > 1 else [threads]
+    with ExitStack() as opened:
+        copies = [opened.enter_context(Segmenter.load(model, backend=backend, device=device, batch_size=batch_size,
+                                                      **({"threads": share} if share else {})))
+                  for share in shares]  # fmt: skip
+        segmenter = copies[0]
         frames = images or [_synthetic_image(img_size or segmenter.meta.input_size)]
         batches = [[frames[(i * batch_size + k) % len(frames)] for k in range(batch_size)] for i in range(len(frames))]
         for i in range(warmup):
-            _one_batch(segmenter, batches[i % len(batches)], model_only)
-        stage_rows, backend_rows = [], []
+            for copy in copies:
+                _one_batch(copy, batches[i % len(batches)], model_only)
         with TegrastatsSampler() as power:
-            for i in range(iters):
-                stage_rows.append(_one_batch(segmenter, batches[i % len(batches)], model_only))
-                if getattr(segmenter.backend, "stage_times", None):
-                    backend_rows.append(dict(segmenter.backend.stage_times))
+            stage_rows, backend_rows, wall_s = _timed_batches(copies, batches, iters, model_only)
         totals = [sum(row.values()) for row in stage_rows]
         mean_ms = statistics.fmean(totals)
         watts = power.mean_power_w()
-        fps = 1000 * batch_size / mean_ms
+        fps = len(totals) * batch_size / wall_s if streams > 1 else 1000 * batch_size / mean_ms
         return BenchResult(
             model=str(model), backend=segmenter.backend.name, device=str(segmenter.backend.device),
             mode="model-only" if model_only else "end-to-end", batch_size=batch_size, threads=threads, iters=iters,
@@ -107,8 +117,30 @@ def _bench_one(model, backend, device, batch_size, iters, warmup, threads, img_s
             throughput_fps=fps, stages_ms={k: statistics.fmean(r[k] for r in stage_rows) for k in stage_rows[0]},
             backend_stages_ms={k: statistics.fmean(r[k] for r in backend_rows) for k in backend_rows[0]} if backend_rows else None,
             peak_rss_mb=_peak_rss_mb(), power_w=watts, fps_per_watt=fps / watts if watts else None,
-            gmacs=segmenter.meta.macs / 1e9 if segmenter.meta.macs is not None else None,
+            gmacs=segmenter.meta.macs / 1e9 if segmenter.meta.macs is not None else None, streams=streams,
         )  # fmt: skip
+
+
+def _timed_batches(copies: list[Segmenter], batches: list, iters: int, model_only: bool) -> tuple[list, list, float]:
+    """Stage times of ``iters`` batches on each copy of the model, the copies in threads of their own at
+    the same time; also the backends' own stage times and the wall seconds of it all."""
+    stage_rows: list[dict[str, float]] = []
+    backend_rows: list[dict[str, float]] = []
+
+    def loop(copy: Segmenter) -> None:
+        for i in range(iters):
+            stage_rows.append(_one_batch(copy, batches[i % len(batches)], model_only))
+            if getattr(copy.backend, "stage_times", None):
+                backend_rows.append(dict(copy.backend.stage_times))
+
+    begin = time.perf_counter()
+    if len(copies) == 1:
+        loop(copies[0])
+    else:
+        with ThreadPoolExecutor(len(copies)) as pool:
+            for done in [pool.submit(loop, copy) for copy in copies]:
+                done.result()
+    return stage_rows, backend_rows, time.perf_counter() - begin
 
 
 def _one_batch(segmenter: Segmenter, batch: list[np.ndarray], model_only: bool) -> dict[str, float]:
@@ -176,7 +208,8 @@ def format_table(results: list[BenchResult]) -> str:
 
 def _row(r: BenchResult) -> list[str]:
     stages = r.stages_ms
-    row = [Path(r.model).name, r.backend, r.mode, str(r.batch_size),
+    mode = f"{r.mode}, {r.streams} streams" if r.streams > 1 else r.mode
+    row = [Path(r.model).name, r.backend, mode, str(r.batch_size),
            "-" if r.gmacs is None else f"{r.gmacs:.2f}", f"{r.latency_ms['mean']:.1f}",
            f"{r.latency_ms['p50']:.1f}", f"{r.latency_ms['p90']:.1f}", f"{r.latency_ms['p99']:.1f}",
            f"{r.throughput_fps:.1f}", _ms(stages.get("preprocess")), _ms(stages.get("inference")),
@@ -212,6 +245,7 @@ def run_bench(
     data: str | None = None,
     num_images: int = 8,
     model_only: bool = False,
+    streams: int = 1,
     json_path: Path | None = None,
     markdown_path: Path | None = None,
 ) -> list[BenchResult]:
@@ -219,7 +253,7 @@ def run_bench(
     images = _dataset_images(data, num_images) if data else None
     results = benchmark_models(
         models, backend=backend, device=device, batch_size=batch_size, iters=iters, warmup=warmup,
-        threads=threads, img_size=img_size, images=images, model_only=model_only,
+        threads=threads, img_size=img_size, images=images, model_only=model_only, streams=streams,
     )  # fmt: skip
     env = environment(threads)
     print(f"environment: {summary(env)}")

@@ -283,6 +283,7 @@ def bench(
     img_size: Optional[Tuple[int, int]] = typer.Option(None, "--img-size", min=16, max=8192, help="Source image H W (default: the model's input size)."),
     data: Optional[str] = typer.Option(None, "--data", help="Use real val images of this dataset instead of a synthetic one."),
     model_only: bool = typer.Option(False, "--model-only", help="Time the backend alone, on a prepared input."),
+    streams: int = typer.Option(1, "--streams", min=1, max=64, help="Copies of each model running --iters batches each at the same time, sharing --threads: the throughput of `edgeseg run`'s streams."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Results JSON (default benchmarks/results/bench-<time>.json)."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Markdown table (default: beside --json)."),
 ) -> None:
@@ -293,7 +294,7 @@ def bench(
     check_output_path(markdown, "--markdown")
 
     run_bench(models, backend=backend, device=device, batch_size=batch_size, iters=iters, warmup=warmup,
-              threads=threads, img_size=img_size, data=data, model_only=model_only, json_path=json_path,
+              threads=threads, img_size=img_size, data=data, model_only=model_only, streams=streams, json_path=json_path,
               markdown_path=markdown)  # fmt: skip
 
 
@@ -320,6 +321,7 @@ def run_(
     backend: str = typer.Option("auto", "--backend"),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, max=256, help="CPU threads for the backend."),
+    streams: Optional[int] = typer.Option(None, "--streams", min=1, max=64, help="Copies of the model running frames at once, sharing --threads: more FPS, each frame later. Default: 2 for a file or folder on a CPU, else 1."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an existing --out video when the new one is finished; delete an --out folder's old frame_*.png first."),
     segment: Optional[float] = typer.Option(None, "--segment", min=1.0, max=86400.0, help="Cut video --out files into files of this many seconds (NAME_0000.mp4, ...): flat memory on recordings of days."),
 ) -> None:
@@ -337,7 +339,7 @@ def run_(
     if show or (show is None and not sinks):
         sinks.append("display://")
     report = run_video(model, str(camera) if camera is not None else source, sinks, backend=backend, device=device,
-                       threads=threads, mode=mode, alpha=alpha, legend=legend, hud=hud, ignore_classes=ignore_class or (),
+                       threads=threads, streams=streams, mode=mode, alpha=alpha, legend=legend, hud=hud, ignore_classes=ignore_class or (),
                        realtime=realtime, loop=loop, width=width, height=height, fps=fps, max_frames=max_frames,
                        reconnect_attempts=reconnect, stats_json=json_path, exist_ok=exist_ok, segment_seconds=segment)  # fmt: skip
     code = exit_code(report)

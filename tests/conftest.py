@@ -77,6 +77,20 @@ def camvid_clip(camvid, tmp_path_factory) -> Path:
     return path
 
 
+def decoded_frames(path, limit: int = 1000) -> list:
+    """The frames of a video file, as OpenCV decodes them (at most ``limit``)."""
+    import cv2
+
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while len(frames) < limit:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
 def wait_for(predicate, seconds: float) -> bool:
     """Poll ``predicate`` every 0.1 s until it holds (True) or ``seconds`` pass (False)."""
     import time

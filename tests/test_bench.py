@@ -40,6 +40,25 @@ def test_model_only_and_batches(onnx_model, small_checkpoint):
         benchmark_models([onnx_model], iters=1, batch_size=2)  # exported for batch 1
 
 
+@pytest.mark.parametrize("model_only", [True, False])
+def test_two_streams_run_two_copies_at_once_and_count_both(onnx_model, model_only, monkeypatch):
+    import threading
+
+    from edgeseg.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    seen, infer = set(), OnnxRuntimeBackend.infer
+
+    def noting_thread(self, batch):
+        seen.add((id(self), threading.get_ident()))
+        return infer(self, batch)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "infer", noting_thread)
+    result = benchmark_models([onnx_model], iters=4, warmup=0, threads=2, streams=2, model_only=model_only)[0]
+    assert result.streams == 2 and "2 streams" in format_table([result])
+    assert len({copy for copy, _ in seen}) == 2 and len({thread for _, thread in seen}) == 2
+    assert result.throughput_fps > 0 and result.latency_ms["p50"] <= result.latency_ms["p99"]
+
+
 def test_cli_bench(onnx_model, camvid, tmp_path):
     out = tmp_path / "bench.json"
     done = run_cli("bench", onnx_model, "--iters", "3", "--warmup", "1", "--threads", "1", "--data", f"camvid:{camvid}",
@@ -61,3 +80,4 @@ def test_runtime_bad_inputs_are_one_line(onnx_model, camvid, tmp_path):
     empty.write_bytes(b"")
     assert_one_line_error(run_cli("predict", onnx_model, empty, "--out", tmp_path / "p"), "empty.png")
     assert_one_line_error(run_cli("bench", onnx_model, "--iters", "0"), "--iters 0")
+    assert_one_line_error(run_cli("bench", onnx_model, "--streams", "3", "--threads", "2"), "--streams 3", "--threads 2")

@@ -173,6 +173,13 @@ def test_a_folder_named_like_a_video_is_refused_before_any_work(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"] and not any((tmp_path / "x.mp4").iterdir())
 
 
+def test_more_streams_than_threads_is_one_line_and_writes_nothing(model, clip, tmp_path):
+    done = run_cli("run", model, "--source", clip, "--out", tmp_path / "x.mp4", "--no-show", "--streams", "4",
+                   "--threads", "2")  # fmt: skip
+    assert_one_line_error(done, "--streams 4", "--threads 2")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_outputs_are_refused_without_exist_ok(model, clip, tmp_path):
     video = tmp_path / "old.mp4"
     video.write_bytes(b"an earlier recording")

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import CLIP_FRAMES, ROOT
+from conftest import CLIP_FRAMES, ROOT, decoded_frames
 from edgeseg.errors import EdgesegError
 from edgeseg.runtime import Segmenter
 from edgeseg.video import run_video
@@ -27,13 +27,7 @@ def model(video_model):
 
 @pytest.fixture(scope="module")
 def frames(camvid_clip):
-    capture, images = cv2.VideoCapture(str(camvid_clip)), []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        images.append(image)
-    capture.release()
+    images = decoded_frames(camvid_clip)
     assert len(images) == CLIP_FRAMES
     return images
 
@@ -62,6 +56,47 @@ def test_collect_returns_every_frame_in_submit_order_equal_to_segment(model, fra
         assert result.labels.shape == image.shape[:2] and result.labels.dtype == np.uint8
         assert np.array_equal(result.labels, labels)
         assert result.model_ms > 0
+
+
+def test_two_streams_run_frames_at_once_and_return_them_in_submit_order(model, frames):
+    images = _varied(frames) * 2
+    with Segmenter.load(model, threads=1) as single:
+        expected = [single.segment(image) for image in images]
+    with Segmenter.load(model, streams=2, threads=2) as segmenter:
+        assert segmenter.streams == 2 and segmenter.backends[0] is not segmenter.backends[1]
+        segmenter.start()  # depth: one more than the streams
+        assert sorted(t.name for t in threading.enumerate() if t.name.startswith("edgeseg-model")) == [
+            "edgeseg-model-0", "edgeseg-model-1"]  # fmt: skip
+        ran = {0: 0, 1: 0}
+        for index, backend in enumerate(segmenter.backends):
+            backend.infer = _counting(backend.infer, ran, index)
+        collected = []
+        for index, image in enumerate(images):
+            assert segmenter.submit(image, tag=index, timeout=30)
+            if segmenter.in_flight == 3:
+                collected.append(segmenter.collect(timeout=30))
+        while segmenter.in_flight:
+            collected.append(segmenter.collect(timeout=30))
+        assert not segmenter.submit(images[0], "x", timeout=0) or segmenter.collect(timeout=30).tag == "x"
+    assert [result.tag for result in collected] == list(range(len(images)))
+    for result, labels in zip(collected, expected):
+        assert np.array_equal(result.labels, labels)
+    assert ran[0] > 0 and ran[1] > 0 and sum(ran.values()) >= len(images), ran
+
+
+def _counting(infer, counts, key):
+    def counted(batch):
+        counts[key] += 1
+        return infer(batch)
+
+    return counted
+
+
+@pytest.mark.parametrize(("streams", "threads", "message"), [(0, 1, "--streams 0: give at least 1"),
+                                                             (3, 2, "--streams 3 with --threads 2")])  # fmt: skip
+def test_streams_the_threads_cannot_feed_are_refused(model, streams, threads, message):
+    with pytest.raises(EdgesegError, match=message):
+        Segmenter.load(model, streams=streams, threads=threads)
 
 
 def test_submit_waits_while_depth_frames_are_in_flight(model, frames):
@@ -109,9 +144,9 @@ def test_a_model_error_is_raised_by_collect_and_the_stream_goes_on(model, frames
 def test_stop_ends_the_model_thread(model, frames):
     with Segmenter.load(model, threads=1) as segmenter:
         segmenter.submit(frames[0], 0)
-        assert any(t.name == "edgeseg-model" for t in threading.enumerate())
+        assert any(t.name.startswith("edgeseg-model") for t in threading.enumerate())
         segmenter.stop()
-        assert not any(t.name == "edgeseg-model" for t in threading.enumerate())
+        assert not any(t.name.startswith("edgeseg-model") for t in threading.enumerate())
         assert segmenter.in_flight == 0 and segmenter.collect(timeout=0.01) is None
 
 
@@ -134,6 +169,22 @@ def test_run_goes_through_submit_and_collect(model, camvid_clip, tmp_path, monke
     stats = run_video(model, str(camvid_clip), [str(tmp_path / "out.mp4")], legend=False, hud=False)
     assert stats["processed"] == CLIP_FRAMES
     assert calls == {"submit": CLIP_FRAMES, "collect": CLIP_FRAMES}
+
+
+def test_a_file_runs_on_two_streams_with_the_same_frames_in_the_same_order(model, camvid_clip, tmp_path):
+    one = run_video(model, str(camvid_clip), [str(tmp_path / "one.mp4")], threads=2, streams=1, hud=False)
+    auto = run_video(model, str(camvid_clip), [str(tmp_path / "auto.mp4")], threads=2, hud=False)
+    assert (one["streams"], auto["streams"]) == (1, 2), "a file on 2 CPU threads gets 2 streams by default"
+    frames_one, frames_auto = decoded_frames(tmp_path / "one.mp4"), decoded_frames(tmp_path / "auto.mp4")
+    assert len(frames_one) == len(frames_auto) == CLIP_FRAMES
+    assert all(np.array_equal(a, b) for a, b in zip(frames_one, frames_auto))
+
+
+@pytest.mark.parametrize(("options", "streams"), [({"threads": 1}, 1), ({"threads": 2, "realtime": True}, 1),
+                                                  ({"threads": 4, "streams": 3}, 3)])  # fmt: skip
+def test_one_stream_for_a_paced_source_or_one_thread_unless_asked(model, camvid_clip, tmp_path, options, streams):
+    report = run_video(model, str(camvid_clip), [str(tmp_path / "out.mp4")], max_frames=4, **options)
+    assert report["streams"] == streams and report["processed"] >= 1
 
 
 def test_the_pipeline_leaves_the_backend_and_the_preprocessor_to_the_segmenter():

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import CLIP_FRAMES, ROOT, assert_one_line_error, run_cli, wait_for
+from conftest import CLIP_FRAMES, ROOT, assert_one_line_error, decoded_frames, run_cli, wait_for
 from edgeseg.errors import EdgesegError
 from edgeseg.runtime import Segmenter
 from edgeseg.video import run_video
@@ -32,17 +32,6 @@ def model(video_model):
 @pytest.fixture(scope="module")
 def clip(camvid_clip):
     return camvid_clip
-
-
-def decoded_frames(path, limit=1000):
-    capture, frames = cv2.VideoCapture(str(path)), []
-    while len(frames) < limit:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
 
 
 def test_clip_to_folder_and_mp4_keeps_every_frame_and_the_overlay_colours(model, clip, tmp_path):

@@ -59,25 +59,31 @@ class Preprocessor:
         self._canvas = np.empty((*input_hw, 3), dtype=np.uint8)
         # Folding scale, mean and std into one multiply-add per channel.
         std = np.asarray(spec.std, dtype=np.float32)
-        self._gain = (spec.scale / std).astype(np.float32).reshape(3, 1, 1)
-        self._offset = (-np.asarray(spec.mean, dtype=np.float32) / std).astype(np.float32).reshape(3, 1, 1)
+        self._gain = [np.float32(g) for g in spec.scale / std]
+        self._offset = [np.float32(o) for o in -np.asarray(spec.mean, dtype=np.float32) / std]
+        # Which BGR plane feeds each input channel.
+        self._planes = (2, 1, 0) if spec.channel_order == "RGB" else (0, 1, 2)
 
     def __call__(self, image_bgr: np.ndarray, slot: int = 0) -> Placement:
+        """Letterbox (or resize) the image and write it, normalised, into buffer row ``slot``.
+
+        One plane at a time (split, then multiply into the float buffer): half the time of a
+        strided HWC-to-CHW copy, and the channel order costs nothing.
+        """
         place = placement_for(image_bgr.shape[:2], self.input_hw, self.spec.resize)
-        canvas = self._letterbox(image_bgr, place)
-        if self.spec.channel_order == "RGB":
-            cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB, dst=canvas)
+        planes = cv2.split(self._letterbox(image_bgr, place))
         out = self.buffer[slot]
-        np.copyto(out, canvas.transpose(2, 0, 1))
-        out *= self._gain
-        out += self._offset
+        for channel, plane in enumerate(self._planes):
+            np.multiply(planes[plane], self._gain[channel], out=out[channel], dtype=np.float32)  # numpy 1.x would pick float16
+            if self._offset[channel]:
+                out[channel] += self._offset[channel]
         return place
 
     def _letterbox(self, image: np.ndarray, place: Placement) -> np.ndarray:
+        """The image itself when it already has the input's size; else the canvas with the image placed in it."""
+        if image.shape[:2] == self._canvas.shape[:2]:
+            return image
         canvas = self._canvas
-        if (place.height, place.width) == canvas.shape[:2] and image.shape[:2] == canvas.shape[:2]:
-            np.copyto(canvas, image)
-            return canvas
         if (place.height, place.width) != canvas.shape[:2]:
             canvas[:] = self.spec.pad_value
         region = canvas[place.top : place.top + place.height, place.left : place.left + place.width]

@@ -5,16 +5,19 @@
   (``latest_only``); frames it replaces are dropped and counted, so lag never builds up. A file
   or folder hands every frame over (at most QUEUE_DEPTH frames in flight make it wait), unless
   ``realtime`` paces it at its own frame rate and lets frames drop the way a camera would.
-- the Segmenter's model thread: the model alone (the backend releases the GIL while it runs).
+- the Segmenter's model threads: the model alone (the backend releases the GIL while it runs). A
+  file or folder on a CPU gets two copies of the model ("streams", ``auto_streams``), each on half
+  the threads and running its own frame: more frames a second, each one later; a camera gets one.
 - drawing thread: ``Segmenter.collect`` (post-processing), overlay, legend and heads-up line;
   the main thread does it when a window is shown (the window belongs to the main thread).
 - writer thread: encodes and writes the video files and image folders.
 With a model on the CPU, the drawing and writer threads, FFmpeg's, and the capture thread of a
 file or folder run at a lower priority than the model's (on Linux; a camera's or ``realtime``
-capture keeps the normal one, so frames drop on time), and OpenCV's own thread pool is off during the run: the
-model's threads (two on a 2-core CPU) meet at a barrier after every layer, so a helper that takes
-a core from one of them delays both; at a lower priority the helpers use the moments the model
-leaves idle (benchmarks/video_fps.py). With a model on a GPU nothing is lowered.
+capture keeps the normal one, so frames drop on time), OpenCV's own thread pool is off during the
+run and FFmpeg decodes on one thread: the threads of one copy of the model meet at a barrier after
+every layer, so a helper that takes a core from one of them delays both; at a lower priority the
+helpers use the moments the model leaves idle (benchmarks/video_fps.py). With a model on a GPU
+nothing is lowered.
 A live source that drops is reopened with backoff. On any way out every sink is closed, so
 the recorded file plays.
 
@@ -41,7 +44,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -184,6 +187,7 @@ def run_video(
     reconnect_attempts: int = 5,
     stats_json: Path | None = None,
     spin: bool = False,
+    streams: int | None = None,
     exist_ok: bool = False,
     segment_seconds: float | None = None,
     on_frame: Callable[[RunStats], None] | None = None,
@@ -192,6 +196,7 @@ def run_video(
 
     ``spin=False`` lets ONNX Runtime's idle threads sleep, which leaves those moments to the
     capture and drawing threads that share the CPU with the model (see benchmarks/video_fps.py).
+    ``streams``: copies of the model that run frames at the same time (``Segmenter.load``); None: ``auto_streams``.
     ``exist_ok``: replace an existing video file, or delete a folder's old frame_*.png first.
     ``segment_seconds``: cut video files into files of this length (``NAME_0000.mp4``, ...).
     ``on_frame`` is called in the writer thread after each frame is written (benchmarks sample memory there).
@@ -204,21 +209,28 @@ def run_video(
     for uri in sinks:  # before the model loads: a refused output costs nothing
         check_output(uri, exist_ok, segmented=segment_seconds is not None)
     options = {"spin": spin, **({"threads": threads} if threads else {})}
-    with _stop_on_signals() as stop, Segmenter.load(model, backend=backend, device=device, **options) as segmenter:
+    with _stop_on_signals() as stop, ExitStack() as opened:
+        segmenter = Segmenter.load(model, backend=backend, device=device, streams=streams or 1, **options)
+        opened.callback(lambda: segmenter.close())  # the one in use at the end
         on_cpu = segmenter.device == "cpu"  # the helpers share the CPU with the model: they make way for it
         niceness = HELPER_NICENESS if on_cpu else 0
+        decode_threads = 1 if on_cpu else None  # the cores belong to the model
+        source = _at_priority(niceness, lambda: open_source(source_uri, width=width, height=height, fps=fps, loop=loop,
+                                                            decode_threads=decode_threads))  # fmt: skip
+        opened.callback(source.close)
+        if streams is None and auto_streams(on_cpu, source.is_live or realtime, threads) > 1:
+            first = segmenter
+            segmenter = Segmenter.load(model, backend=backend, device=device, streams=auto_streams(on_cpu, False, threads),
+                                       **options)  # fmt: skip
+            first.close()
         renderer = Renderer(segmenter.meta, mode, alpha, legend, hud, ignore_classes)
-        source = _at_priority(niceness, lambda: open_source(source_uri, width=width, height=height, fps=fps, loop=loop))
-        try:
-            segment_frames = max(1, round(segment_seconds * source.fps)) if segment_seconds else None
-            outputs = [open_sink(uri, source.fps, exist_ok=exist_ok, segment_frames=segment_frames) for uri in sinks]
-            run = _Run(segmenter, renderer, source, outputs, realtime, max_frames, reconnect_attempts, stop, on_frame,
-                       niceness)  # fmt: skip
-            with _opencv_threads(0 if on_cpu else cv2.getNumThreads()):
-                stats = run.go()
-        finally:
-            source.close()
-    report = {"source": source_uri, "sinks": list(sinks), **stats.to_dict()}
+        segment_frames = max(1, round(segment_seconds * source.fps)) if segment_seconds else None
+        outputs = [open_sink(uri, source.fps, exist_ok=exist_ok, segment_frames=segment_frames) for uri in sinks]
+        run = _Run(segmenter, renderer, source, outputs, realtime, max_frames, reconnect_attempts, stop, on_frame,
+                   niceness)  # fmt: skip
+        with _opencv_threads(0 if on_cpu else cv2.getNumThreads()):
+            stats = run.go()
+    report = {"source": source_uri, "sinks": list(sinks), "streams": segmenter.streams, **stats.to_dict()}
     print(format_stats(report), flush=True)
     if stats_json is not None:
         try:
@@ -232,6 +244,20 @@ class _StopEvent(threading.Event):
     """Set when the run must stop; ``signal`` names the signal that set it, if one did."""
 
     signal: str | None = None
+
+
+def auto_streams(on_cpu: bool, paced: bool, threads: int | None) -> int:
+    """Copies of the model for a run that leaves --streams out: 2 on a CPU with 2 threads or more, for a
+    file or folder read as fast as it goes; 1 for a camera, a network stream or --realtime, whose
+    frames must each come out soonest, and for a GPU.
+
+    On 2 cores, two copies of one thread each run 7 to 9 % more frames a second than one copy of
+    two threads (both INT8 models, benchmarks/video_fps.py): a layer's threads no longer wait for
+    each other at its end.
+    """
+    if not on_cpu or paced or (threads or os.cpu_count() or 1) < 2:
+        return 1
+    return 2
 
 
 @contextmanager
@@ -498,7 +524,7 @@ def format_stats(report: dict) -> str:
     return "\n".join([
         f"frames in {report['frames_in']}, processed {report['processed']}, dropped {report['dropped']}, "
         f"reconnects {report['reconnects']} ({report['stopped_by']})",
-        f"FPS {report['fps']:.1f}",
+        f"FPS {report['fps']:.1f}" + (f" ({report['streams']} streams of the model)" if report.get("streams", 1) > 1 else ""),
         f"model latency       {ms(model)}",
         f"capture to display  {ms(latency)}",
     ])
