@@ -218,10 +218,9 @@ def run_video(
         source = _at_priority(niceness, lambda: open_source(source_uri, width=width, height=height, fps=fps, loop=loop,
                                                             decode_threads=decode_threads))  # fmt: skip
         opened.callback(source.close)
-        if streams is None and auto_streams(on_cpu, source.is_live or realtime, threads) > 1:
-            first = segmenter
-            segmenter = Segmenter.load(model, backend=backend, device=device, streams=auto_streams(on_cpu, False, threads),
-                                       **options)  # fmt: skip
+        wanted = streams or auto_streams(on_cpu, source.is_live or realtime, threads)
+        if wanted != segmenter.streams:  # the device and the source decide: open the model again as that many copies
+            first, segmenter = segmenter, Segmenter.load(model, backend=backend, device=device, streams=wanted, **options)
             first.close()
         renderer = Renderer(segmenter.meta, mode, alpha, legend, hud, ignore_classes)
         segment_frames = max(1, round(segment_seconds * source.fps)) if segment_seconds else None
