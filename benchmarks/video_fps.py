@@ -115,30 +115,15 @@ def bare_model_fps(model: Path, threads: int, spin: bool, iters: int = 60, warmu
         return iters / (time.perf_counter() - begin)
 
 
-def bare_streams_fps(model: Path, threads: int, iters: int = 60, warmup: int = 3) -> float:
-    """Frames per second of the model alone as `edgeseg run` uses it on a file: copies of it
-    (``auto_streams``), each on its share of the threads and its own thread, at the same time."""
-    import numpy as np
-
-    from edgeseg.runtime import Segmenter
+def bare_streams_fps(model: Path, threads: int, iters: int = 60) -> float:
+    """Frames per second of the model alone as `edgeseg run` uses it on a file: ``auto_streams`` copies
+    of it at the same time, each on its share of the threads (`edgeseg bench --model-only --streams`)."""
+    from edgeseg.bench import benchmark_models
     from edgeseg.video.pipeline import auto_streams
 
-    with Segmenter.load(model, threads=threads, streams=auto_streams(True, False, threads), spin=False) as segmenter:
-        batch = np.full((1, 3, *segmenter.meta.input_size), 0.5, np.float32)
-
-        def loop(backend, count):
-            for _ in range(count):
-                backend.infer(batch)
-
-        for backend in segmenter.backends:
-            loop(backend, warmup)
-        workers = [threading.Thread(target=loop, args=(backend, iters)) for backend in segmenter.backends]
-        begin = time.perf_counter()
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        return iters * len(workers) / (time.perf_counter() - begin)
+    streams = auto_streams(True, False, threads)
+    result = benchmark_models([model], threads=threads, streams=streams, model_only=True, iters=iters, warmup=3)
+    return result[0].throughput_fps
 
 
 class ThreadCpu:

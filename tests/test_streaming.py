@@ -180,6 +180,16 @@ def test_a_file_runs_on_two_streams_with_the_same_frames_in_the_same_order(model
     assert all(np.array_equal(a, b) for a, b in zip(frames_one, frames_auto))
 
 
+def test_where_a_model_runs_is_known_before_it_opens(model):
+    from edgeseg.runtime.backends import runs_on_cpu
+
+    with Segmenter.load(model, threads=1) as opened:
+        assert runs_on_cpu(model) == (opened.device == "cpu") is True
+    assert runs_on_cpu("m.onnx", "openvino") and runs_on_cpu("m.pt") and runs_on_cpu("m.onnx", device="cpu")
+    assert not runs_on_cpu("m.engine") and not runs_on_cpu("m.onnx", device="cuda")
+    assert not runs_on_cpu("m.onnx", device="tensorrt") and not runs_on_cpu("m.pt", device="cuda:0")
+
+
 @pytest.mark.parametrize(("options", "streams"), [({"threads": 1}, 1), ({"threads": 2, "realtime": True}, 1),
                                                   ({"threads": 4, "streams": 3}, 3)])  # fmt: skip
 def test_one_stream_for_a_paced_source_or_one_thread_unless_asked(model, camvid_clip, tmp_path, options, streams):

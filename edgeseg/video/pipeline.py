@@ -55,6 +55,7 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import write_json
 from edgeseg.runtime import Segmenter
+from edgeseg.runtime.backends import runs_on_cpu
 from edgeseg.video.render import Renderer
 from edgeseg.video.sinks import DisplaySink, VideoSink, check_output, open_sink
 from edgeseg.video.sources import Frame, VideoSource, open_source
@@ -209,19 +210,15 @@ def run_video(
     for uri in sinks:  # before the model loads: a refused output costs nothing
         check_output(uri, exist_ok, segmented=segment_seconds is not None)
     options = {"spin": spin, **({"threads": threads} if threads else {})}
+    on_cpu = runs_on_cpu(model, backend, device)  # the helpers share the CPU with the model: they make way for it
+    niceness = HELPER_NICENESS if on_cpu else 0
+    decode_threads = 1 if on_cpu else None  # the cores belong to the model
     with _stop_on_signals() as stop, ExitStack() as opened:
-        segmenter = Segmenter.load(model, backend=backend, device=device, streams=streams or 1, **options)
-        opened.callback(lambda: segmenter.close())  # the one in use at the end
-        on_cpu = segmenter.device == "cpu"  # the helpers share the CPU with the model: they make way for it
-        niceness = HELPER_NICENESS if on_cpu else 0
-        decode_threads = 1 if on_cpu else None  # the cores belong to the model
         source = _at_priority(niceness, lambda: open_source(source_uri, width=width, height=height, fps=fps, loop=loop,
                                                             decode_threads=decode_threads))  # fmt: skip
         opened.callback(source.close)
         wanted = streams or auto_streams(on_cpu, source.is_live or realtime, threads)
-        if wanted != segmenter.streams:  # the device and the source decide: open the model again as that many copies
-            first, segmenter = segmenter, Segmenter.load(model, backend=backend, device=device, streams=wanted, **options)
-            first.close()
+        segmenter = opened.enter_context(Segmenter.load(model, backend=backend, device=device, streams=wanted, **options))
         renderer = Renderer(segmenter.meta, mode, alpha, legend, hud, ignore_classes)
         segment_frames = max(1, round(segment_seconds * source.fps)) if segment_seconds else None
         outputs = [open_sink(uri, source.fps, exist_ok=exist_ok, segment_frames=segment_frames) for uri in sinks]
@@ -250,7 +247,7 @@ def auto_streams(on_cpu: bool, paced: bool, threads: int | None) -> int:
     file or folder read as fast as it goes; 1 for a camera, a network stream or --realtime, whose
     frames must each come out soonest, and for a GPU.
 
-    On 2 cores, two copies of one thread each run 7 to 9 % more frames a second than one copy of
+    On 2 cores, two copies of one thread each run 4 to 10 % more frames a second than one copy of
     two threads (both INT8 models, benchmarks/video_fps.py): a layer's threads no longer wait for
     each other at its end.
     """

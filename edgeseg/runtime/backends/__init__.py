@@ -50,6 +50,12 @@ def open_backend(path: str | Path, backend: str = "auto", device: str | None = N
     return backend_cls.load(path, device=device, **{k: v for k, v in options.items() if k in accepted})
 
 
+def runs_on_cpu(path: str | Path, backend: str = "auto", device: str | None = None) -> bool:
+    """Whether ``open_backend`` with these arguments would run the model on the CPU, known before it opens:
+    the backends that take ``threads`` are the CPU-capable ones, and each defaults to the CPU."""
+    return "threads" in _REGISTRY[_choose(Path(path), backend)][3] and (device or "cpu").split(":")[0] == "cpu"
+
+
 def _choose(path: Path, backend: str) -> str:
     if backend != "auto":
         if backend not in _REGISTRY:
@@ -62,4 +68,4 @@ def _choose(path: Path, backend: str) -> str:
     raise EdgesegError(f"{path}: no backend opens {path.suffix or 'files without a suffix'}; pass one of {', '.join(known)}")
 
 
-__all__ = ["Backend", "TensorInfo", "backend_names", "backend_options", "open_backend"]
+__all__ = ["Backend", "TensorInfo", "backend_names", "backend_options", "open_backend", "runs_on_cpu"]
