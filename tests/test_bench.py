@@ -46,13 +46,15 @@ def test_two_streams_run_two_copies_at_once_and_count_both(onnx_model, model_onl
 
     from edgeseg.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    seen, infer = set(), OnnxRuntimeBackend.infer
+    seen = set()
+    name = "infer" if model_only else "infer_for_labels"  # end to end runs what segment() runs
+    infer = getattr(OnnxRuntimeBackend, name)
 
     def noting_thread(self, batch):
         seen.add((id(self), threading.get_ident()))
         return infer(self, batch)
 
-    monkeypatch.setattr(OnnxRuntimeBackend, "infer", noting_thread)
+    monkeypatch.setattr(OnnxRuntimeBackend, name, noting_thread)
     result = benchmark_models([onnx_model], iters=4, warmup=0, threads=2, streams=2, model_only=model_only)[0]
     assert result.streams == 2 and "2 streams" in format_table([result])
     assert len({copy for copy, _ in seen}) == 2 and len({thread for _, thread in seen}) == 2

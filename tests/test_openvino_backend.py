@@ -64,6 +64,24 @@ def test_fp32_labels_agree_with_onnxruntime(bundle, val_images):
     assert agreement(ov_labels, ort_labels) >= 0.999
 
 
+def test_labels_come_from_the_graph_without_its_last_upsample(bundle, val_images):
+    from edgeseg.runtime.labels import argmax, to_labels
+
+    model = bundle / "model.fp32.onnx"
+    with Segmenter(open_backend(model, backend="openvino", threads=1)) as segmenter:
+        backend = segmenter.backend
+        assert backend.early_request is not None and backend.request is None  # the whole graph: not compiled yet
+        for image in val_images[:3]:
+            segmenter.prepare([image])
+            small, whole = segmenter.run(1, for_labels=True)[0], segmenter.run(1)[0]
+            assert small.shape[1:] == tuple(s // 4 for s in backend.meta.input_size)
+            assert whole.shape[1:] == backend.meta.input_size
+            # the untrained fixture's logits nearly tie everywhere: float rounding may flip a few pixels
+            assert np.mean(to_labels(small, backend.meta.input_size) == argmax(whole)) >= 0.999
+    plain = open_backend(model, backend="openvino", threads=1, early_exit=False)
+    assert plain.early_request is None and plain.request is not None
+
+
 @pytest.mark.parametrize("name", ["model.fp16.onnx", "model.int8.onnx", "model.int8.qdq.onnx"])
 def test_every_exported_form_runs(bundle, val_images, name):
     ov_labels = labels_of(bundle / name, val_images, "openvino")
@@ -81,9 +99,12 @@ def test_bf16_where_the_cpu_has_it(bundle, val_images):
             OpenVinoBackend.load(model, precision="bf16")
         return
     backend = OpenVinoBackend.load(model, threads=1, precision="bf16")
-    assert backend.name == "openvino+bf16" and backend.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16
+    hint = "INFERENCE_PRECISION_HINT"
+    assert backend.name == "openvino+bf16" and backend.early_request.get_compiled_model().get_property(hint) == ov.Type.bf16
     f32 = OpenVinoBackend.load(model, threads=1)  # f32 asked for explicitly: OpenVINO's own default here is bf16
-    assert f32.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    f32.infer(np.zeros((1, 3, *f32.meta.input_size), np.float32))  # compiles the whole graph too
+    for request in (f32.early_request, f32.request):
+        assert request.get_compiled_model().get_property(hint) == ov.Type.f32
     bf16_labels = labels_of(model, val_images, "openvino", precision="bf16")
     assert agreement(bf16_labels, labels_of(model, val_images, "onnxruntime")) >= 0.9
 

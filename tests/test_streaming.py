@@ -69,7 +69,7 @@ def test_two_streams_run_frames_at_once_and_return_them_in_submit_order(model, f
             "edgeseg-model-0", "edgeseg-model-1"]  # fmt: skip
         ran = {0: 0, 1: 0}
         for index, backend in enumerate(segmenter.backends):
-            backend.infer = _counting(backend.infer, ran, index)
+            backend.infer_for_labels = _counting(backend.infer_for_labels, ran, index)
         collected = []
         for index, image in enumerate(images):
             assert segmenter.submit(image, tag=index, timeout=30)
@@ -129,13 +129,17 @@ def test_latest_only_never_waits_and_accounts_for_every_frame(model, frames):
 def test_a_model_error_is_raised_by_collect_and_the_stream_goes_on(model, frames):
     with Segmenter.load(model, threads=1) as segmenter:
         expected = segmenter.segment(frames[1])
-        session = segmenter.backend.session
-        segmenter.backend.session = None  # the model's thread now fails on the next frame
+        working = segmenter.backend.infer_for_labels
+
+        def broken(batch):
+            raise RuntimeError("the model failed")
+
+        segmenter.backend.infer_for_labels = broken  # the model's thread now fails on the next frame
         assert segmenter.submit(frames[0], "broken", timeout=30)
-        with pytest.raises(AttributeError):
+        with pytest.raises(RuntimeError, match="the model failed"):
             segmenter.collect(timeout=30)
         assert segmenter.in_flight == 0
-        segmenter.backend.session = session
+        segmenter.backend.infer_for_labels = working
         assert segmenter.submit(frames[1], "fine", timeout=30)
         result = segmenter.collect(timeout=30)
         assert result.tag == "fine" and np.array_equal(result.labels, expected)

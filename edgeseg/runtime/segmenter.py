@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.meta import ModelMeta
 from edgeseg.runtime.backends import Backend, open_backend
+from edgeseg.runtime.labels import argmax, to_labels  # noqa: F401 - argmax: where callers have found it
 from edgeseg.runtime.preprocess import Placement, Preprocessor, labels_to_source, to_bgr8
 from edgeseg.runtime import visualize
 
@@ -103,21 +103,24 @@ class Segmenter:
 
     def _segment_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         places = self.prepare(images)
-        return self.finish(self.run(len(places)), places)
+        return self.finish(self.run(len(places), for_labels=True), places)
 
     # --- the stages ------------------------------------------------------------------
     def prepare(self, images: Sequence[np.ndarray]) -> list[Placement]:
         """Pre-process up to batch_size images into the input buffer."""
         return [self.preprocessor(to_bgr8(image), slot) for slot, image in enumerate(images)]
 
-    def run(self, count: int) -> np.ndarray:
-        """The model on the first ``count`` prepared inputs: logits (N,C,H,W) or labels (N,H,W)."""
-        return self.backend.infer(self.preprocessor.buffer[:count])
+    def run(self, count: int, for_labels: bool = False) -> np.ndarray:
+        """The model on the first ``count`` prepared inputs: the file's output, logits (N,C,H,W) or labels
+        (N,H,W); ``for_labels``: whatever ``finish`` turns into labels soonest, which may be the logits
+        before the model's last upsample (see ``Backend.infer_for_labels``)."""
+        batch = self.preprocessor.buffer[:count]
+        return self.backend.infer_for_labels(batch) if for_labels else self.backend.infer(batch)
 
     def finish(self, outputs: np.ndarray, places: Sequence[Placement]) -> list[np.ndarray]:
-        """Network outputs to labels at each source image's size."""
-        labels_kind = self.backend.output_kind == "labels"
-        return [labels_to_source(out if labels_kind else argmax(out), place) for out, place in zip(outputs, places)]
+        """Network outputs (of either kind of ``run``) to labels at each source image's size."""
+        size = self.meta.input_size
+        return [labels_to_source(to_labels(out, size), place) for out, place in zip(outputs, places)]
 
     def logits(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
         """Raw network output (C,H,W) at the network's input size, and where the image sits in it."""
@@ -289,7 +292,7 @@ class _Stream:
                 job = self.waiting.popleft()
             begin = time.perf_counter()
             try:
-                job.outputs = backend.infer(buffer[job.slot : job.slot + 1])
+                job.outputs = backend.infer_for_labels(buffer[job.slot : job.slot + 1])
             except BaseException as err:  # noqa: BLE001 - raised again by collect, in the caller's thread
                 job.error = err
             job.model_ms = 1000 * (time.perf_counter() - begin)
@@ -318,26 +321,3 @@ def share_threads(threads: int | None, streams: int) -> list[int]:
     total = threads or os.cpu_count() or 1
     check_streams(streams, total)
     return [total // streams + (1 if index < total % streams else 0) for index in range(streams)]
-
-
-def argmax(logits: np.ndarray) -> np.ndarray:
-    """Class ids (uint8) of one (C,H,W) logits array, the first class on ties as numpy's argmax.
-
-    numpy's argmax over the strided class axis takes 5 to 7 ms at 11x360x480. Here one pass per
-    class keeps the best score so far and, where a class beats it, takes that class's id: ids come
-    in ascending order, so the new id is larger than any id already held and a maximum of
-    (beats & id) with the labels sets it. 0.9 ms in OpenCV's vector code, whatever the scores.
-    """
-    if logits.dtype != np.float32 or logits.shape[0] > 255:
-        return logits.argmax(axis=0).astype(np.uint8)
-    logits = np.ascontiguousarray(logits)
-    best = logits[0].copy()
-    labels = np.zeros(best.shape, dtype=np.uint8)
-    beats = np.empty(best.shape, dtype=np.uint8)
-    for index in range(1, logits.shape[0]):
-        plane = logits[index]
-        cv2.compare(plane, best, cv2.CMP_GT, dst=beats)  # 255 where this class is strictly higher
-        cv2.max(best, plane, dst=best)
-        cv2.bitwise_and(beats, index, dst=beats)
-        cv2.max(labels, beats, dst=labels)
-    return labels

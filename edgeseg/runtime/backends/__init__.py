@@ -16,10 +16,10 @@ from edgeseg.runtime.backends.base import Backend, TensorInfo
 _REGISTRY: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
     "torch": ("edgeseg.runtime.backends.torch_backend", "TorchBackend", (".pt", ".pth"), ("threads",)),
     "onnxruntime": ("edgeseg.runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",),
-                    ("threads", "amx", "spin")),
+                    ("threads", "amx", "spin", "early_exit")),
     "tensorrt": ("edgeseg.runtime.backends.tensorrt_backend", "TensorRTBackend", (".engine", ".plan"), ()),
     # after onnxruntime, so that auto keeps .onnx on ONNX Runtime: openvino only with --backend openvino
-    "openvino": ("edgeseg.runtime.backends.openvino_backend", "OpenVinoBackend", (".onnx",), ("threads", "precision")),
+    "openvino": ("edgeseg.runtime.backends.openvino_backend", "OpenVinoBackend", (".onnx",), ("threads", "precision", "early_exit")),
 }
 
 

@@ -78,16 +78,3 @@ def _shift_zero_point(weight, zero, min_depth: int) -> int:
     weight.CopyFrom(numpy_helper.from_array((values.astype(np.int16) - 1).astype(np.int8), weight.name))
     zero.CopyFrom(numpy_helper.from_array(np.full_like(zeros, -1), zero.name))
     return 1
-
-
-def amx_model_bytes(path: Path) -> bytes | None:
-    """The model at ``path`` rewritten for AMX, or None where that changes nothing or cannot be done."""
-    if not has_amx_int8():
-        return None
-    try:
-        import onnx
-
-        model = onnx.load(str(path))
-        return model.SerializeToString() if route_convs_to_amx(model) else None
-    except Exception:  # no onnx package, a file ONNX Runtime will report on in its own words, or over 2 GB
-        return None

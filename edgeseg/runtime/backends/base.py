@@ -37,6 +37,11 @@ class Backend(ABC):
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
 
+    def infer_for_labels(self, batch: np.ndarray) -> np.ndarray:
+        """What ``edgeseg.runtime.labels.to_labels`` turns into labels: ``infer``'s output, or, from a
+        backend that can stop before the model's last upsample, the logits before it (N,C,h,w)."""
+        return self.infer(batch)
+
     def close(self) -> None:
         """Release the model; the default has nothing to release."""
 

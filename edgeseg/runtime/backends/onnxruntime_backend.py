@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.onnx_meta import check_graph_io, parse_meta
-from edgeseg.runtime.backends.amx import amx_model_bytes
+from edgeseg.runtime.backends.amx import has_amx_int8, route_convs_to_amx
 from edgeseg.runtime.backends.base import Backend, fit_fixed_batch
+from edgeseg.runtime.backends.early_exit import without_last_upsample
 
 PROVIDERS = {
     "cpu": ("CPUExecutionProvider", "pip install 'edgeseg[cpu]'"),
@@ -21,8 +23,9 @@ PROVIDERS = {
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, session, meta, output_kind: str, fixed_batch: int | None) -> None:
+    def __init__(self, session, meta, output_kind: str, fixed_batch: int | None, early_session=None) -> None:
         self.session = session
+        self.early_session = early_session  # the graph without its last upsample, where that can be had
         self.meta = meta
         self.output_kind = output_kind
         self.fixed_batch = fixed_batch
@@ -33,19 +36,29 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def load(
-        cls, path: Path, device: str | None = None, threads: int | None = None, amx: bool = True, spin: bool = True
+        cls,
+        path: Path,
+        device: str | None = None,
+        threads: int | None = None,
+        amx: bool = True,
+        spin: bool = True,
+        early_exit: bool = True,
     ) -> "OnnxRuntimeBackend":
         """``amx``: on a CPU with AMX-INT8, move large int8 convolutions onto AMX (bit-identical; see amx.py).
-        ``spin=False``: idle intra-op threads sleep rather than spin, for loops that share the CPU."""
+        ``spin=False``: idle intra-op threads sleep rather than spin, for loops that share the CPU.
+        ``early_exit``: on the CPU, ``infer_for_labels`` runs a second session, of the graph without its
+        last upsample (see early_exit.py); it needs the onnx package, and without it labels come from the
+        file's own output."""
         try:
             import onnxruntime as ort
         except ImportError:
             raise EdgesegError(f"{path}: ONNX Runtime is not installed; {PROVIDERS['cpu'][1]}") from None
-        session, on_amx = _open_session(ort, Path(path), device or "cpu", threads, amx, spin)
+        session, on_amx, early_session = _open_sessions(ort, Path(path), device or "cpu", threads, amx, spin, early_exit)
         meta, extras = parse_meta(session.get_modelmeta().custom_metadata_map, path)
         check_graph_io(_io(session.get_inputs()), _io(session.get_outputs()), meta, extras["output_kind"], path)
         batch_dim = session.get_inputs()[0].shape[0]
-        backend = cls(session, meta, extras["output_kind"], batch_dim if isinstance(batch_dim, int) else None)
+        fixed_batch = batch_dim if isinstance(batch_dim, int) else None
+        backend = cls(session, meta, extras["output_kind"], fixed_batch, early_session)
         if on_amx:
             backend.name = "onnxruntime+amx"  # shows in bench tables which sessions were rewritten
         return backend
@@ -57,6 +70,12 @@ class OnnxRuntimeBackend(Backend):
             return self._run_bound(batch)[:count]
         return self.session.run(None, {self.input_name: batch})[0][:count]
 
+    def infer_for_labels(self, batch: np.ndarray) -> np.ndarray:
+        if self.early_session is None:
+            return self.infer(batch)
+        count = batch.shape[0]
+        return self.early_session.run(None, {self.input_name: fit_fixed_batch(batch, self.fixed_batch)})[0][:count]
+
     def _run_bound(self, batch: np.ndarray) -> np.ndarray:
         """On CUDA, IO binding lets ONNX Runtime copy the input once and skip its own output staging."""
         binding = self.session.io_binding()
@@ -66,7 +85,7 @@ class OnnxRuntimeBackend(Backend):
         return binding.copy_outputs_to_cpu()[0]
 
     def close(self) -> None:
-        self.session = None
+        self.session = self.early_session = None
 
 
 def _io(args) -> list[tuple[list, str]]:
@@ -74,7 +93,8 @@ def _io(args) -> list[tuple[list, str]]:
     return [(list(arg.shape or []), arg.type) for arg in args]
 
 
-def _open_session(ort, path: Path, device: str, threads: int | None, amx: bool, spin: bool):
+def _open_sessions(ort, path: Path, device: str, threads: int | None, amx: bool, spin: bool, early_exit: bool):
+    """The file's session; whether it runs on AMX; the session without the last upsample, or None."""
     kind = device.split(":")[0]
     if kind not in PROVIDERS:
         raise EdgesegError(f"--device {device}: choose one of {', '.join(PROVIDERS)} for an .onnx model")
@@ -90,9 +110,34 @@ def _open_session(ort, path: Path, device: str, threads: int | None, amx: bool, 
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not path.is_file():
         raise EdgesegError(f"{path}: no such model file; check the path")
-    model = amx_model_bytes(path) if amx and kind == "cpu" else None
+    model, on_amx, early_model = _edited_models(path, amx and kind == "cpu", early_exit and kind == "cpu")
     try:
-        return ort.InferenceSession(model or str(path), options, providers=[provider]), model is not None
+        session = ort.InferenceSession(model or str(path), options, providers=[provider])
+        early = ort.InferenceSession(early_model, options, providers=[provider]) if early_model else None
+        return session, on_amx, early
     except Exception as err:  # ORT raises its own exception types for corrupt or truncated files
         reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise EdgesegError(f"{path}: cannot be loaded by ONNX Runtime ({reason}); re-export it with `edgeseg export`") from None
+
+
+def _edited_models(path: Path, amx: bool, early_exit: bool) -> tuple[bytes | None, bool, bytes | None]:
+    """The model as ONNX Runtime should open it, edited in memory: (its bytes, or None for the file as it
+    is; whether its convolutions moved to AMX; the bytes of the graph without its last upsample, or None)."""
+    amx = amx and has_amx_int8()
+    if not (amx or early_exit):
+        return None, False, None
+    stat = path.stat()
+    return _edit(str(path.resolve()), stat.st_mtime_ns, stat.st_size, amx, early_exit)
+
+
+@lru_cache(maxsize=1)  # the streams of one run open the same file, one after another
+def _edit(path: str, mtime_ns: int, size: int, amx: bool, early_exit: bool) -> tuple[bytes | None, bool, bytes | None]:
+    try:
+        import onnx
+
+        model = onnx.load(path)
+    except Exception:  # no onnx package, a file ONNX Runtime will report on in its own words, or over 2 GB
+        return None, False, None
+    on_amx = amx and route_convs_to_amx(model) > 0
+    cut = without_last_upsample(model) if early_exit else None
+    return model.SerializeToString() if on_amx else None, on_amx, cut.SerializeToString() if cut else None

@@ -6,6 +6,9 @@ and checked against the graph's input and output, as the ONNX Runtime backend do
 
 ``precision``: f32 (default) or bf16. OpenVINO's own default on a CPU with bf16 is bf16, which
 changes the labels slightly; edgeseg asks for f32 unless told, so results match ONNX Runtime's.
+
+``early_exit`` (default): ``infer_for_labels`` runs the graph without its last upsample, as the ONNX
+Runtime backend does (see early_exit.py); the whole graph is compiled only when ``infer`` needs it.
 """
 
 from __future__ import annotations
@@ -26,9 +29,14 @@ PRECISIONS = {"f32": "f32", "bf16": "bf16"}  # edgeseg's name -> OpenVINO's INFE
 class OpenVinoBackend(Backend):
     name = "openvino"
 
-    def __init__(self, compiled: Any, meta, output_kind: str, fixed_batch: int | None, precision: str) -> None:
-        self.compiled = compiled
-        self.request = compiled.create_infer_request()
+    def __init__(
+        self, compile_whole: Any, meta, output_kind: str, fixed_batch: int | None, precision: str, early: Any = None
+    ) -> None:
+        """``compile_whole()``: the whole graph, compiled (called when ``infer`` first needs it, or now
+        without ``early``); ``early``: the graph without its last upsample, compiled, or None."""
+        self._compile_whole = compile_whole
+        self.request = None if early is not None else compile_whole().create_infer_request()
+        self.early_request = early.create_infer_request() if early is not None else None
         self.meta = meta
         self.output_kind = output_kind
         self.fixed_batch = fixed_batch
@@ -39,7 +47,12 @@ class OpenVinoBackend(Backend):
 
     @classmethod
     def load(
-        cls, path: Path, device: str | None = None, threads: int | None = None, precision: str = "f32"
+        cls,
+        path: Path,
+        device: str | None = None,
+        threads: int | None = None,
+        precision: str = "f32",
+        early_exit: bool = True,
     ) -> "OpenVinoBackend":
         """``threads``: INFERENCE_NUM_THREADS (default: OpenVINO's). ``precision``: f32 or bf16 (CPUs with bf16 only)."""
         path = Path(path)
@@ -64,22 +77,30 @@ class OpenVinoBackend(Backend):
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        compiled = _compile(core, model, config, path)
+        cut = _without_last_upsample(model) if early_exit else None
+        early = _compile(core, cut, config, path) if cut is not None else None
         batch_dim = model.inputs[0].get_partial_shape()[0]
         fixed_batch = batch_dim.get_length() if batch_dim.is_static else None
-        return cls(compiled, meta, extras["output_kind"], fixed_batch, precision)
+        return cls(lambda: _compile(core, model, config, path), meta, extras["output_kind"], fixed_batch, precision, early)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        if self.request is None:
+            self.request = self._compile_whole().create_infer_request()
+        return self._run(self.request, batch)
+
+    def infer_for_labels(self, batch: np.ndarray) -> np.ndarray:
+        return self.infer(batch) if self.early_request is None else self._run(self.early_request, batch)
+
+    def _run(self, request: Any, batch: np.ndarray) -> np.ndarray:
         count = batch.shape[0]
         batch = fit_fixed_batch(batch, self.fixed_batch)
         # share_inputs: the call is synchronous, so OpenVINO may read the caller's buffer in place;
         # share_outputs=False: a fresh array, which the next call does not overwrite (as ONNX Runtime's)
-        result = self.request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True, share_outputs=False)
+        result = request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True, share_outputs=False)
         return result[0][:count]
 
     def close(self) -> None:
-        self.request = None
-        self.compiled = None
+        self.request = self.early_request = None
 
 
 def cpu_has_bf16(core: Any) -> bool:
@@ -98,6 +119,25 @@ def _read_model(core: Any, path: Path) -> Any:
         return core.read_model(str(path))
     except Exception as err:  # OpenVINO raises RuntimeError subclasses with multi-line texts
         raise EdgesegError(f"{path}: cannot be read by OpenVINO ({_reason(err)}); re-export it with `edgeseg export`") from None
+
+
+def _without_last_upsample(model: Any) -> Any:
+    """The graph up to the input of its last node when that is a bilinear align_corners upsample of the
+    spatial axes (OpenVINO's form of the ONNX Resize that ``upsample_argmax`` reproduces), else None."""
+    import openvino as ov
+
+    results = model.get_results()
+    if len(results) != 1:
+        return None
+    last = results[0].input_value(0).get_node()
+    if last.get_type_name() != "Interpolate":
+        return None
+    attributes = last.get_attributes()
+    if attributes.get("mode") != "linear_onnx" or attributes.get("coordinate_transformation_mode") != "align_corners":
+        return None
+    if attributes.get("antialias") or any(attributes.get("pads_begin", [])) or any(attributes.get("pads_end", [])):
+        return None
+    return ov.Model([last.input_value(0)], model.get_parameters(), "without_last_upsample")
 
 
 def _compile(core: Any, model: Any, config: dict, path: Path) -> Any:
