@@ -66,7 +66,7 @@ def _images(data: str, splits: list[str]) -> list[np.ndarray]:
 
 def measure(model: Path, images: list[np.ndarray], threads: int, timed_frames: int) -> dict:
     from edgeseg.runtime import Segmenter
-    from edgeseg.runtime.labels import argmax, to_labels
+    from edgeseg.runtime.labels import argmax
 
     agree = total = interpolated = 0
     whole_ms, cut_ms = [], []
@@ -77,17 +77,25 @@ def measure(model: Path, images: list[np.ndarray], threads: int, timed_frames: i
         for index, image in enumerate(images):
             segmenter.prepare([image])
             whole, whole_labels = _thread_ms(lambda: argmax(segmenter.run(1)[0]))
-            cut, cut_labels = _thread_ms(lambda: to_labels(segmenter.run(1, for_labels=True)[0], size))
+            cut, (small, cut_labels) = _thread_ms(lambda: _cut_labels(segmenter, size))
             if 3 <= index < 3 + timed_frames:  # the first frames warm up
                 whole_ms.append(whole)
                 cut_ms.append(cut)
             agree += int(np.count_nonzero(whole_labels == cut_labels))
             total += whole_labels.size
-            interpolated += _interpolated_pixels(segmenter.run(1, for_labels=True)[0], size)
+            interpolated += _interpolated_pixels(small, size)
     whole, cut = statistics.median(whole_ms), statistics.median(cut_ms)
     return {"model": _shown(model), "agreement_pct": 100 * agree / total, "pixels": total, "differing": total - agree,
             "whole_graph_and_argmax_cpu_ms": whole, "cut_graph_and_upsample_argmax_cpu_ms": cut,
             "ratio": cut / whole, "interpolated_pct": 100 * interpolated / total}  # fmt: skip
+
+
+def _cut_labels(segmenter, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The cut graph's small logits, and the labels taken from them."""
+    from edgeseg.runtime.labels import to_labels
+
+    small = segmenter.run(1, for_labels=True)[0]
+    return small, to_labels(small, size)
 
 
 def _thread_ms(call):
@@ -98,11 +106,10 @@ def _thread_ms(call):
 
 def _interpolated_pixels(logits: np.ndarray, size: tuple[int, int]) -> int:
     """Output pixels in cells whose four corners disagree (the ones upsample_argmax interpolates)."""
-    from edgeseg.runtime.labels import _axis, argmax
+    from edgeseg.runtime.labels import _axis, _mixed_cells, argmax
 
     low = argmax(logits)
-    corner = low[:-1, :-1]
-    mixed = ~((corner == low[1:, :-1]) & (corner == low[:-1, 1:]) & (corner == low[1:, 1:]))
+    mixed = _mixed_cells(low)
     rows, cols = _axis(low.shape[0], size[0]), _axis(low.shape[1], size[1])
     return int(mixed[rows.first][:, cols.first].sum())
 

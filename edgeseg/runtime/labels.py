@@ -85,13 +85,17 @@ def upsample_argmax(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     logits = np.ascontiguousarray(logits, dtype=np.float32)
     rows, cols = _axis(logits.shape[1], size[0]), _axis(logits.shape[2], size[1])
     low = argmax(logits)
-    corner = low[:-1, :-1]
-    uniform = (corner == low[1:, :-1]) & (corner == low[:-1, 1:]) & (corner == low[1:, 1:])
     labels = low.take(rows.first, axis=0).take(cols.first, axis=1)
-    cell_rows, cell_cols = np.nonzero(~uniform)
+    cell_rows, cell_cols = np.nonzero(_mixed_cells(low))
     if cell_rows.size:
         _interpolate_cells(logits, cell_rows, cell_cols, rows, cols, labels)
     return labels
+
+
+def _mixed_cells(low: np.ndarray) -> np.ndarray:
+    """(h-1, w-1) True where a cell's four corner labels are not all the same class."""
+    corner = low[:-1, :-1]
+    return ~((corner == low[1:, :-1]) & (corner == low[:-1, 1:]) & (corner == low[1:, 1:]))
 
 
 def _interpolate_cells(
