@@ -3,8 +3,9 @@
     python benchmarks/int8_latency_parts.py [--seed out/main/export/model.int8.onnx]
         [--separable out/separable/export/model.int8.onnx] [--threads 2] [--runs 30]
 
-ONNX Runtime's own profiler times every node of both models (same threads, sessions as `edgeseg bench` makes them);
-each node's median over --runs runs is summed per part of the network:
+ONNX Runtime's own profiler times every node of both models (same threads, sessions as `edgeseg bench` makes them),
+and so does OpenVINO's (its per-node performance counters, f32 for the parts left in float, as edgeseg's OpenVINO
+backend compiles them) where it is installed; each node's median over --runs runs is summed per part of the network:
 
 - backbone: MobileNetV2 up to output stride 16, the same in both models;
 - head: ASPP, low-level projection, decoder and classifier, the only part the separable head changes;
@@ -71,22 +72,66 @@ def profile(model: Path, threads: int, runs: int, warmup: int = 3) -> dict:
     return {"model": str(model), "parts_ms": parts, "run_ms": statistics.median(e["dur"] / 1000 for e in whole)}
 
 
-def render(seed: dict, separable: dict, info: dict) -> str:
-    def row(name: str, result: dict, parts: tuple[str, ...]) -> list[str]:
-        ms = sum(result["parts_ms"][part] for part in parts)
-        return [name, *(f"{result['parts_ms'][part]:.2f}" if part in parts else "-" for part in PARTS),
-                f"{ms:.2f}", f"{ms / seed_total:.2f}x"]  # fmt: skip
+def profile_openvino(model: Path, threads: int, runs: int, warmup: int = 3) -> dict:
+    """The same for OpenVINO: its nodes keep the ONNX names, fused and reordered ones start with their source's."""
+    import time
 
-    seed_total = sum(seed["parts_ms"].values())
-    table = [row("seed-exact head", seed, PARTS), row("separable head", separable, PARTS),
-             row("separable, head for free", separable, ("backbone", "in/out"))]  # fmt: skip
+    import numpy as np
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+              "PERF_COUNT": True}  # fmt: skip
+    compiled = ov.Core().compile_model(str(model), "CPU", config)
+    request = compiled.create_infer_request()
+    image = np.random.default_rng(0).random([int(d) for d in compiled.inputs[0].shape], dtype=np.float32)
+    per_node: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    whole = []
+    for index in range(warmup + runs):
+        start = time.perf_counter()
+        request.infer([image])
+        if index >= warmup:
+            whole.append((time.perf_counter() - start) * 1000)
+            for node in request.profiling_info:
+                per_node[(node.node_name, node.node_type)].append(node.real_time.total_seconds() * 1000)
+    medians = {key: statistics.median(durations) for key, durations in per_node.items()}
+    resizes = [name for (name, kind) in medians if kind == "Interpolate"]
+    last_resize = max(resizes, key=lambda name: medians[(name, "Interpolate")]) if resizes else "\0"
+    input_name = compiled.inputs[0].any_name
+    parts = dict.fromkeys(PARTS, 0.0)
+    for (name, _), ms in medians.items():
+        if name.startswith((last_resize, input_name)):
+            parts["in/out"] += ms
+        else:
+            parts["backbone" if "/backbone/" in name else "head"] += ms
+    return {"model": str(model), "parts_ms": parts, "run_ms": statistics.median(whole)}
+
+
+def render(results: dict[str, tuple[dict, dict]], info: dict) -> str:
+    """results: backend -> (seed-exact profile, separable profile)."""
+    table, wholes = [], []
+    for backend, (seed, separable) in results.items():
+        seed_total = sum(seed["parts_ms"].values())
+
+        def row(name: str, result: dict, parts: tuple[str, ...], total: float = seed_total, label: str = backend
+                ) -> list[str]:
+            ms = sum(result["parts_ms"][part] for part in parts)
+            return [label, name, *(f"{result['parts_ms'][part]:.2f}" if part in parts else "-" for part in PARTS),
+                    f"{ms:.2f}", f"{ms / total:.2f}x"]  # fmt: skip
+
+        seed_labels_path = seed["parts_ms"]["backbone"] + seed["parts_ms"]["head"]
+        table += [row("seed-exact head", seed, PARTS), row("separable head", separable, PARTS),
+                  row("separable, head for free", separable, ("backbone", "in/out")),
+                  row("separable head, both without in/out", separable, ("backbone", "head"), seed_labels_path)]
+        wholes.append(f"{backend} {seed['run_ms']:.2f} and {separable['run_ms']:.2f} ms")
     return "\n\n".join([
-        "## INT8 CPU form, time per part of the network (ONNX Runtime profiler)",
+        "## INT8 CPU form, time per part of the network (ONNX Runtime and OpenVINO profilers)",
         f"Sum of each node's median over {info['runs']} runs, {info['threads']} threads, 360x480, batch 1 "
-        f"(whole runs: {seed['run_ms']:.2f} and {separable['run_ms']:.2f} ms). The issue's goal is the separable "
-        f"INT8 model at 0.30x of the seed-exact INT8's latency. Machine: {info['summary']}; CPU flags "
+        f"(whole runs, seed-exact and separable: {'; '.join(wholes)}). The issue's goal is the separable "
+        f"INT8 model at 0.30x of the seed-exact INT8's latency. The last row of each backend leaves the in/out part out of "
+        f"both models: most of it is the last upsample, which the labels path skips. Machine: {info['summary']}; CPU flags "
         f"{' '.join(info['cpu_flags']) or 'none of note'}.",
-        markdown_table(["model", "backbone ms", "head ms", "in/out ms", "total ms", "vs seed-exact"], table),
+        markdown_table(["backend", "model", "backbone ms", "head ms", "in/out ms", "total ms", "vs seed-exact"],
+                       table),
     ])
 
 
@@ -100,10 +145,18 @@ def main() -> None:
     for flag, path in (("--seed", args.seed), ("--separable", args.separable)):
         if not path.is_file():
             raise SystemExit(f"{flag} {path}: no such model; export one with `edgeseg export ... --precision int8`")
-    seed, separable = (profile(path, args.threads, args.runs) for path in (args.seed, args.separable))
+    paths = (args.seed, args.separable)
+    results = {"onnxruntime": tuple(profile(path, args.threads, args.runs) for path in paths)}
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        print("note: OpenVINO is not installed; only ONNX Runtime is profiled (pip install 'edgeseg[openvino]')")
+    else:
+        results["openvino"] = tuple(profile_openvino(path, args.threads, args.runs) for path in paths)
     info = {**machine(args.threads), "threads": args.threads, "runs": args.runs}
-    save_json("int8_latency_parts.json", {"machine": info, "seed": seed, "separable": separable})
-    markdown = render(seed, separable, info)
+    save_json("int8_latency_parts.json", {"machine": info, **{
+        backend: {"seed": seed, "separable": separable} for backend, (seed, separable) in results.items()}})
+    markdown = render(results, info)
     update_section("int8_latency_parts", markdown)
     print(markdown)
 

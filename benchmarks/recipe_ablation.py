@@ -38,6 +38,7 @@ BASE = [
 OLD_RECIPE = ["--class-weights", "median-freq", "--color-jitter", "0", "--ema", "0"]
 
 RECIPE_C = ["--class-weights", "sqrt-median-freq", "--color-jitter", "1.0", "--ema", "0"]
+RECIPE_G = [*RECIPE_C, "--scale-range", "0.75", "1.5"]  # the shipped reference's recipe
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,11 @@ ROWS: dict[str, Row] = {
     "E": Row("D, 75 epochs instead of 50", RECIPE_C, epochs=75, base="D"),
     "F": Row("D, online hard example mining (`--ohem`)", [*RECIPE_C, "--ohem"], epochs=50, base="D"),
     "G": Row("D, random scale 0.75 to 1.5 instead of 0.5 to 2.0 (`--scale-range 0.75 1.5`)",
-             [*RECIPE_C, "--scale-range", "0.75", "1.5"], epochs=50, base="D"),
+             RECIPE_G, epochs=50, base="D"),
+    "H": Row("G, no class weights (`--class-weights none`)",
+             ["--class-weights", "none", *RECIPE_G[2:]], epochs=50, base="G"),
+    "I": Row("G, label smoothing 0.1 (`--label-smoothing 0.1`)", [*RECIPE_G, "--label-smoothing", "0.1"],
+             epochs=50, base="G"),
     "S": Row("C with the separable head (`--head separable`)", [*RECIPE_C, "--head", "separable"], base="C"),
     "SI": Row("S, 25 epochs started from row C's weights (`--init runs/ablation/C/best.pt`: its backbone and 1x1 layers)",
               [*RECIPE_C, "--head", "separable", "--init", "{runs}/C/best.pt"], epochs=25, base="C", after="C"),
@@ -147,10 +152,11 @@ def render(rows: list[dict], info: dict) -> str:
         f"Each row trains on `train-heldout` (drives 0001TP, 0016E5) and picks best.pt on `heldout` "
         f"(drive 0006R0, never trained on); `val` is drive 0016E5, which training sees, so it flatters. Base command: "
         f"`edgeseg train {' '.join(BASE)}`; rows add their recipe and epochs. Rows A to E are cumulative; F and G each "
-        f"change one thing of D; S changes only C's head; SI does too, but starts from row C's weights instead of from "
-        f"scratch. Train time is the run's own wall time: rows A to D, F, G, S and SI at one thread, with two or three runs "
-        f"sharing the CPU's 2 cores (F and G also with benchmark work beside them); row E alone, at two threads "
-        f"(1.5x the images a second). Machine: {info['summary']}; CPU flags "
+        f"change one thing of D, H and I one thing of G (the shipped reference); S changes only C's head; SI does "
+        f"too, but starts from row C's weights instead of from scratch. Train time is the run's own wall time: rows "
+        f"A to D and F to SI at one thread, with two or three runs sharing the CPU's 2 cores (F to I also with "
+        f"benchmark work beside them); row E alone, at two threads (1.5x the images a second). "
+        f"Machine: {info['summary']}; CPU flags "
         f"{' '.join(info['cpu_flags']) or 'none of note'}.",
         markdown_table(header, table),
         "Held-out IoU per class (%):",
