@@ -52,6 +52,15 @@ def update_section(key: str, markdown: str) -> Path:
     return write_bytes(RESULTS_MD, text.encode())
 
 
+def openvino_missing() -> str | None:
+    """Why OpenVINO rows cannot run here, or None when it is installed."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "OpenVINO is not installed (pip install 'edgeseg[openvino]')"
+    return None
+
+
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _results import ROOT, markdown_table, save_json, update_section
+from _results import ROOT, markdown_table, openvino_missing, save_json, update_section
 from _results import machine as shared_machine
 
 import cv2
@@ -200,14 +200,6 @@ def plan(threads: int) -> list[Row]:
         elif row.options.get("precision") == "bf16":
             row.skipped = bf16_missing()
     return rows
-
-
-def openvino_missing() -> str | None:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return "OpenVINO is not installed (pip install 'edgeseg[openvino]')"
-    return None
 
 
 def bf16_missing() -> str | None:

@@ -23,9 +23,10 @@ import collections
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
-from _results import ROOT, machine, markdown_table, save_json, update_section
+from _results import ROOT, machine, markdown_table, openvino_missing, save_json, update_section
 
 PARTS = ("backbone", "head", "in/out")
 
@@ -74,8 +75,6 @@ def profile(model: Path, threads: int, runs: int, warmup: int = 3) -> dict:
 
 def profile_openvino(model: Path, threads: int, runs: int, warmup: int = 3) -> dict:
     """The same for OpenVINO: its nodes keep the ONNX names, fused and reordered ones start with their source's."""
-    import time
-
     import numpy as np
     import openvino as ov
 
@@ -106,30 +105,31 @@ def profile_openvino(model: Path, threads: int, runs: int, warmup: int = 3) -> d
     return {"model": str(model), "parts_ms": parts, "run_ms": statistics.median(whole)}
 
 
+def _row(backend: str, name: str, result: dict, parts: tuple[str, ...], reference_ms: float) -> list[object]:
+    ms = sum(result["parts_ms"][part] for part in parts)
+    return [backend, name, *(f"{result['parts_ms'][part]:.2f}" if part in parts else "-" for part in PARTS),
+            f"{ms:.2f}", f"{ms / reference_ms:.2f}x"]  # fmt: skip
+
+
 def render(results: dict[str, tuple[dict, dict]], info: dict) -> str:
     """results: backend -> (seed-exact profile, separable profile)."""
     table, wholes = [], []
     for backend, (seed, separable) in results.items():
-        seed_total = sum(seed["parts_ms"].values())
-
-        def row(name: str, result: dict, parts: tuple[str, ...], total: float = seed_total, label: str = backend
-                ) -> list[str]:
-            ms = sum(result["parts_ms"][part] for part in parts)
-            return [label, name, *(f"{result['parts_ms'][part]:.2f}" if part in parts else "-" for part in PARTS),
-                    f"{ms:.2f}", f"{ms / total:.2f}x"]  # fmt: skip
-
-        seed_labels_path = seed["parts_ms"]["backbone"] + seed["parts_ms"]["head"]
-        table += [row("seed-exact head", seed, PARTS), row("separable head", separable, PARTS),
-                  row("separable, head for free", separable, ("backbone", "in/out")),
-                  row("separable head, both without in/out", separable, ("backbone", "head"), seed_labels_path)]
+        seed_ms = sum(seed["parts_ms"].values())
+        seed_labels_path_ms = seed["parts_ms"]["backbone"] + seed["parts_ms"]["head"]
+        table += [_row(backend, "seed-exact head", seed, PARTS, seed_ms),
+                  _row(backend, "separable head", separable, PARTS, seed_ms),
+                  _row(backend, "separable, head for free", separable, ("backbone", "in/out"), seed_ms),
+                  _row(backend, "separable head, both without in/out", separable, ("backbone", "head"),
+                       seed_labels_path_ms)]  # fmt: skip
         wholes.append(f"{backend} {seed['run_ms']:.2f} and {separable['run_ms']:.2f} ms")
     return "\n\n".join([
         "## INT8 CPU form, time per part of the network (ONNX Runtime and OpenVINO profilers)",
         f"Sum of each node's median over {info['runs']} runs, {info['threads']} threads, 360x480, batch 1 "
         f"(whole runs, seed-exact and separable: {'; '.join(wholes)}). The issue's goal is the separable "
-        f"INT8 model at 0.30x of the seed-exact INT8's latency. The last row of each backend leaves the in/out part out of "
-        f"both models: most of it is the last upsample, which the labels path skips. Machine: {info['summary']}; CPU flags "
-        f"{' '.join(info['cpu_flags']) or 'none of note'}.",
+        f"INT8 model at 0.30x of the seed-exact INT8's latency. The last row of each backend leaves the in/out part "
+        f"out of both models: most of it is the last upsample, which the labels path skips. "
+        f"Machine: {info['summary']}; CPU flags {' '.join(info['cpu_flags']) or 'none of note'}.",
         markdown_table(["backend", "model", "backbone ms", "head ms", "in/out ms", "total ms", "vs seed-exact"],
                        table),
     ])
@@ -145,14 +145,14 @@ def main() -> None:
     for flag, path in (("--seed", args.seed), ("--separable", args.separable)):
         if not path.is_file():
             raise SystemExit(f"{flag} {path}: no such model; export one with `edgeseg export ... --precision int8`")
-    paths = (args.seed, args.separable)
-    results = {"onnxruntime": tuple(profile(path, args.threads, args.runs) for path in paths)}
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        print("note: OpenVINO is not installed; only ONNX Runtime is profiled (pip install 'edgeseg[openvino]')")
+    results = {"onnxruntime": (profile(args.seed, args.threads, args.runs),
+                               profile(args.separable, args.threads, args.runs))}
+    missing = openvino_missing()
+    if missing:
+        print(f"note: {missing}; only ONNX Runtime is profiled")
     else:
-        results["openvino"] = tuple(profile_openvino(path, args.threads, args.runs) for path in paths)
+        results["openvino"] = (profile_openvino(args.seed, args.threads, args.runs),
+                               profile_openvino(args.separable, args.threads, args.runs))
     info = {**machine(args.threads), "threads": args.threads, "runs": args.runs}
     save_json("int8_latency_parts.json", {"machine": info, **{
         backend: {"seed": seed, "separable": separable} for backend, (seed, separable) in results.items()}})

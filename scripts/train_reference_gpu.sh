@@ -26,9 +26,10 @@ WORKERS=${WORKERS:-8}
 VAL_EVERY=${VAL_EVERY:-5}
 BUDGET_S=${BUDGET_S:-660}
 DEVICE=${DEVICE:-cuda}
-# The recipe: the held-out ablation's winner (benchmarks/recipe_ablation.py, rows C to G: at 192x256 crops on the CPU,
+# The recipe: the held-out ablation's winner (benchmarks/recipe_ablation.py, rows C to I: at 192x256 crops on the CPU,
 # 50 epochs beat 30 by 2 points and 75 beat 50 by only 0.4; a random scale of 0.75 to 1.5 beat 0.5 to 2.0 by 1.25; OHEM
-# lost 0.4; full resolution here may want a different length); EMA unmeasured.
+# lost 0.4, and on that recipe no class weights lost 2.0 and label smoothing 0.1 lost 1.0; full resolution here may
+# want a different length); EMA unmeasured.
 RECIPE=${RECIPE:---class-weights sqrt-median-freq --scale-range 0.75 1.5 --color-jitter 1.0}
 EXTRA=${EXTRA:-}
 PYTHON=${PYTHON:-python}
