@@ -57,7 +57,7 @@ class Row:
     backend: str
     options: dict = field(default_factory=dict)
     skipped: str | None = None
-    name: str = ""  # the backend's own name once loaded (onnxruntime+amx, openvino+bf16)
+    name: str = ""  # the backend's own name once loaded, with its variant (onnxruntime+amx, openvino+bf16)
     round_means: list[float] = field(default_factory=list)
     samples: list[float] = field(default_factory=list)
     agreement: float | None = None
@@ -222,7 +222,7 @@ def load(rows: list[Row], files: dict[str, Path], threads: int) -> dict[str, obj
         except EdgesegError as err:
             row.skipped = f"cannot load: {err}"
             continue
-        row.name = backend.name
+        row.name = f"{backend.name}+{backend.variant}" if backend.variant else backend.name
         backends[row.label] = backend
     return backends
 

@@ -45,6 +45,7 @@ class BenchResult:
     ratio: float = 1.0  # mean latency / the first row's
     streams: int = 1  # copies of the model running batches at the same time, sharing the threads
     gmacs: float | None = None  # per image, from the model's metadata (export counts them); None: not recorded
+    variant: str = ""  # how the backend ran it, beside its name: "amx" (ONNX Runtime's AMX rewrite), "bf16" (OpenVINO)
 
 
 def benchmark_models(
@@ -118,6 +119,7 @@ def _bench_one(model, backend, device, batch_size, iters, warmup, threads, img_s
             backend_stages_ms={k: statistics.fmean(r[k] for r in backend_rows) for k in backend_rows[0]} if backend_rows else None,
             peak_rss_mb=_peak_rss_mb(), power_w=watts, fps_per_watt=fps / watts if watts else None,
             gmacs=segmenter.meta.macs / 1e9 if segmenter.meta.macs is not None else None, streams=streams,
+            variant=segmenter.backend.variant,
         )  # fmt: skip
 
 
@@ -196,6 +198,10 @@ def format_table(results: list[BenchResult]) -> str:
     header = ["model", "backend", "mode", "batch", "GMACs", "mean ms", "p50", "p90", "p99", "img/s", "pre ms", "infer ms",
               "post ms", "peak MB", "ratio"]  # fmt: skip
     rows = [_row(r) for r in results]
+    if any(r.variant for r in results):  # a column of its own, only when a backend ran a variant
+        header.insert(2, "variant")
+        for row, result in zip(rows, results):
+            row.insert(2, result.variant or "-")
     if any(r.backend_stages_ms for r in results):
         header.append("device stages ms")
     if any(r.power_w for r in results):
@@ -259,12 +265,17 @@ def run_bench(
     env = environment(threads)
     print(f"environment: {summary(env)}")
     print(format_table(results))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    json_path = json_path or Path("benchmarks/results") / f"bench-{stamp}.json"
-    markdown_path = markdown_path or json_path.with_suffix(".md")
+    json_path, markdown_path = results_paths(models, json_path, markdown_path)
     save_results(results, env, json_path, markdown_path)
     print(f"results: {json_path}, {markdown_path}")
     return results
+
+
+def results_paths(models: list[Path], json_path: Path | None, markdown_path: Path | None) -> tuple[Path, Path]:
+    """--json, by default ``bench-<time>.json`` beside the first model (in its bundle, wherever the user
+    stands), and --markdown, by default beside --json."""
+    json_path = json_path or Path(models[0]).parent / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    return json_path, markdown_path or json_path.with_suffix(".md")
 
 
 def _dataset_images(data: str, count: int) -> list[np.ndarray]:

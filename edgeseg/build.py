@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 
 from edgeseg.engine_manifest import engine_manifest, manifest_path, system_facts
 from edgeseg.errors import EdgesegError
-from edgeseg.fileio import file_sha256, write_bytes, write_json
+from edgeseg.fileio import check_outputs, file_sha256, write_bytes, write_json
 from edgeseg.onnx_meta import PRECISIONS as ENGINE_PRECISIONS, parse_meta, proto_spans, read_metadata_props
 from edgeseg.runtime.trt.support import (
     dla_problem,
@@ -220,7 +220,7 @@ def build_engine(
     version = require_tensorrt("edgeseg build")
     payload = onnx_path.read_bytes()
     onnx_sha256 = file_sha256(onnx_path)
-    properties = read_metadata_props(payload)
+    properties = read_metadata_props(payload, onnx_path)
     _, exported = parse_meta(properties, onnx_path)
     plan = plan_build(version, precision, int8_source, str(exported["precision"]), onnx_path.name, dla_core is not None)
     if plan.int8_source == "ranges" and not dynamic_ranges:
@@ -513,12 +513,14 @@ def build_bundle(
     dynamic_batch: Optional[int] = None,
     out: Optional[Path] = None,
     device_index: int = 0,
+    exist_ok: bool = False,
 ) -> List[Path]:
-    """``edgeseg build``: engines for ``precisions`` from a bundle folder (defaults from its export.json) or one ONNX."""
+    """``edgeseg build``: engines for ``precisions`` from a bundle folder (defaults from its export.json) or one ONNX.
+    ``exist_ok``: replace engines built before (else they are refused before TensorRT is looked for)."""
     path = Path(bundle_or_onnx)
     if path.is_file():
         return _build_onnx(path, precisions, int8_source, workspace_mib, dla_core, timing_cache, batch, dynamic_batch,
-                           out, device_index)  # fmt: skip
+                           out, device_index, exist_ok)  # fmt: skip
     from edgeseg.bundle import load_bundle
 
     bundle = load_bundle(path)
@@ -530,17 +532,17 @@ def build_bundle(
     batch_range = _batch_range(batch, dynamic_batch, defaults)
     _check_precisions(wanted, source)
     _check_sources(bundle, wanted, source)  # an altered or missing file is found before TensorRT is even looked for
+    folder = Path(out) if out is not None else bundle.root
+    targets = _engine_targets(folder, bundle.path("fp32"), wanted, out, timing_cache, exist_ok)
     version = require_tensorrt("edgeseg build")
     plans = [plan_build(version, p, source, dla=core is not None) for p in wanted]  # every one-line error first
-    folder = Path(out) if out is not None else bundle.root
     engines = []
-    for plan in plans:
+    for plan, engine in zip(plans, targets):
         onnx = bundle.onnx_for(plan.precision, plan.int8_source, plan.strongly_typed)  # sha256-checked
         cache = bundle.check_file("calib_cache") if plan.int8_source == "cache" else None
         ranges = read_amax_ranges(bundle.check_file("calib_ranges")) if plan.int8_source == "ranges" else None
         extra = {"bundle_checkpoint_sha256": bundle.manifest.get("checkpoint_sha256"),
                  "calibration_manifest_sha256": _calibration_sha256(bundle) if plan.precision == "int8" else None}  # fmt: skip
-        engine = folder / f"{_stem(onnx)}.{plan.precision}.engine"
         engines.append(build_engine(onnx, engine, plan.precision, int8_source=plan.int8_source, calib_cache=cache,
                                     dynamic_ranges=ranges, workspace_mib=workspace, timing_cache=timing_cache,
                                     dla_core=core, batch_range=batch_range, manifest_extra=extra,
@@ -550,7 +552,8 @@ def build_bundle(
 
 def _build_onnx(onnx: Path, precisions: Optional[Sequence[str]], int8_source: Optional[str],
                 workspace_mib: Optional[int], dla_core: Optional[int], timing_cache: Optional[Path],
-                batch: Optional[int], dynamic_batch: Optional[int], out: Optional[Path], device_index: int) -> List[Path]:  # fmt: skip
+                batch: Optional[int], dynamic_batch: Optional[int], out: Optional[Path], device_index: int,
+                exist_ok: bool) -> List[Path]:  # fmt: skip
     """One ONNX model (sha256-checked when it lies in a bundle); cache and ranges come only with a bundle."""
     if onnx.suffix.lower() != ".onnx":
         raise EdgesegError(f"{onnx}: not an ONNX model; pass a bundle folder (the --out of `edgeseg export`) or a .onnx")
@@ -559,11 +562,22 @@ def _build_onnx(onnx: Path, precisions: Optional[Sequence[str]], int8_source: Op
         raise EdgesegError(f"--int8-source {int8_source}: needs the bundle's calibration files; pass the bundle folder")
     engines = []
     folder = Path(out) if out is not None else onnx.parent
-    for precision in precisions or ["fp16"]:
-        engine = folder / f"{_stem(onnx)}.{precision}.engine"
+    wanted = list(precisions or ["fp16"])
+    for precision, engine in zip(wanted, _engine_targets(folder, onnx, wanted, out, timing_cache, exist_ok)):
         engines.append(build_engine(onnx, engine, precision, int8_source=int8_source, workspace_mib=workspace_mib or 1024,
                                     timing_cache=timing_cache, dla_core=dla_core,
                                     batch_range=_batch_range(batch, dynamic_batch, {}), device_index=device_index))  # fmt: skip
+    return engines
+
+
+def _engine_targets(folder: Path, onnx: Path, precisions: Sequence[str], out: Optional[Path],
+                    timing_cache: Optional[Path], exist_ok: bool) -> List[Path]:  # fmt: skip
+    """The engine of each precision, ``<stem>.<precision>.engine`` in ``folder``, with its manifest refused
+    (before any work) when it exists and ``exist_ok`` is not given."""
+    engines = [folder / f"{_stem(onnx)}.{precision}.engine" for precision in precisions]
+    written = [path for engine in engines for path in (engine, manifest_path(engine))]
+    check_outputs({"--out" if out is not None else "engine": written}, exist_ok,
+                  inputs={"ONNX": onnx, "--timing-cache": timing_cache})  # fmt: skip
     return engines
 
 

@@ -95,7 +95,7 @@ def make_calibration_manifest(data: str, split: str, count: int, out: Path) -> P
     dataset = SegmentationData(resolve_dataset(data), split)
     class_counts = dataset.image_class_counts()
     picks = select_by_coverage(class_counts, count)
-    manifest_path = _manifest_path(out)
+    manifest_path = manifest_file(out)
     manifest = _manifest(data, dataset, picks, class_counts, manifest_path.parent)
     write_json(manifest_path, manifest)
     return manifest_path
@@ -128,7 +128,8 @@ def _entry(path: Path, root: Path) -> dict:
     return {"path": path.resolve().relative_to(root).as_posix(), "sha256": file_sha256(path)}
 
 
-def _manifest_path(out: Path) -> Path:
+def manifest_file(out: Path) -> Path:
+    """The manifest ``calib-data --out OUT`` writes: OUT itself when it ends in .json, else OUT/manifest.json."""
     return out if out.suffix == ".json" else out / MANIFEST_NAME
 
 

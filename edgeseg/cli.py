@@ -14,9 +14,14 @@ import typer
 
 from edgeseg import __version__
 from edgeseg.errors import EdgesegError
-from edgeseg.fileio import check_output_path
+from edgeseg.fileio import check_outputs
 
 DEVICE_HELP = "cpu, cuda or cuda:N, tensorrt (ONNX Runtime's provider) (default: cuda for a TensorRT engine, else cpu)."
+BACKEND_HELP = ("auto (by the file: .pt torch, .onnx onnxruntime, .engine tensorrt), torch, onnxruntime, tensorrt, "
+                "or openvino for an .onnx on OpenVINO's CPU plugin. ONNX Runtime's AMX rewrite of INT8 models: "
+                "EDGESEG_ORT_AMX=1 (off by default).")  # fmt: skip
+MAX_THREADS = 1024  # --threads of every command
+EXIST_OK_HELP = "Replace existing output files (checked before any work; without it they are refused)."
 
 app = typer.Typer(
     name="edgeseg",
@@ -87,6 +92,7 @@ def train(
         val_split=val_split, scale_range=scale_range, color_jitter=color_jitter, ema=ema,
         label_smoothing=label_smoothing, ohem=ohem, head=head,
     )  # fmt: skip
+    check_outputs({"--out": out}, exist_ok or resume is not None, folders={"--out"})
     best = run_training(config)
     typer.echo(f"best model: {best}")
 
@@ -98,27 +104,31 @@ def eval_(
     split: str = typer.Option("val", "--split", help="Split, or several comma-separated (e.g. heldout,val): a table and a summary row each; --json and --plots then hold them by split."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write metrics as JSON here."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for the confusion-matrix and per-class IoU images (default: beside --json)."),
-    backend: str = typer.Option("auto", "--backend"),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="Compare with this reference model (e.g. the .pt it came from): deltas, agreement, worst images."),
-    worst: int = typer.Option(4, "--worst", min=0, max=1000, help="With --reference: save this many most-different images side by side."),
+    worst: int = typer.Option(4, "--worst", min=0, max=1000, help="With --reference: save this many most-different images side by side (in MODEL_NAME.worst/ beside --json)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help=EXIST_OK_HELP),
 ) -> None:
     """Score a model on a labelled split: mIoU, per-class IoU, pixel and mean accuracy."""
-    from edgeseg.commands import run_eval, run_eval_splits, run_fidelity
-
-    check_output_path(json_path, "--json")
-    check_output_path(plots, "--plots", folder=True)
+    from edgeseg.commands import eval_outputs, plot_folder, run_eval, run_eval_splits, run_fidelity, worst_folder
 
     splits = _split(split) or ()
     if len(splits) > 1 and reference is not None:
         raise EdgesegError(f"--split {split}: --reference compares on one split; run it once per split")
+    if reference is not None and plots is not None:
+        raise EdgesegError(f"--plots {plots}: --reference draws no plots (its pictures go beside --json); leave --plots out")
+    folder = plot_folder(plots, json_path) if reference is None else None
+    worst_images = worst_folder(model, json_path, worst) if reference is not None else None
+    check_outputs(eval_outputs(json_path, plots, folder, splits, worst_images), exist_ok,
+                  inputs={"MODEL": model, "--reference": reference}, folders={"--json (worst images)"})  # fmt: skip
     if len(splits) > 1:
-        run_eval_splits(model, data, splits, json_path, plots, backend, device, limit)
+        run_eval_splits(model, data, splits, json_path, folder, backend, device, limit)
     elif reference is not None:
         run_fidelity(model, reference, data, split, json_path, backend, device, limit, worst)
     else:
-        run_eval(model, data, split, json_path, plots, backend, device, limit)
+        run_eval(model, data, split, json_path, folder, backend, device, limit)
 
 
 @app.command()
@@ -127,13 +137,16 @@ def predict(
     source: str = typer.Argument(..., help="An image, a folder of images, or a glob."),
     out: Path = typer.Option(..., "--out", help="Folder for <stem>.png (class ids) and <stem>_overlay.jpg."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity."),
-    backend: str = typer.Option("auto", "--backend"),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into a non-empty --out folder."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Also write <stem>_side.jpg: the image beside its colour mask."),
 ) -> None:
-    """Segment images: class-id PNGs at each image's size and palette overlays."""
+    """Segment images: class-id PNGs at each image's size (palette PNGs: viewers show colours, pixels stay ids) and overlays with a legend."""
     from edgeseg.commands import run_predict
+    from edgeseg.images import list_images
+
+    check_outputs({"--out": out}, exist_ok, inputs={"MODEL": model, "SOURCE": list_images(source)}, folders={"--out"})
 
     run_predict(model, source, out, alpha, backend, device, exist_ok, side_by_side)
 
@@ -146,11 +159,12 @@ def import_seed(
     data: Optional[str] = typer.Option(None, "--data", help="Take class names, palette and ignore index from this dataset."),
     img_size: Tuple[int, int] = typer.Option((512, 512), "--img-size", min=32, max=4096, help="Input H W (the seed trains at 512 512)."),
     output_stride: int = typer.Option(16, "--output-stride"),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help=EXIST_OK_HELP),
 ) -> None:
     """Wrap a seed-repository state_dict with its conventions (RGB, x/255, letterbox grey)."""
     from edgeseg.commands import run_import_seed
 
-    check_output_path(out, "--out")
+    check_outputs({"--out": out}, exist_ok, inputs={"CHECKPOINT": checkpoint})
 
     run_import_seed(checkpoint, num_classes, out, data, img_size, output_stride)
 
@@ -210,6 +224,8 @@ def export_(
     options = ExportOptions(**settings, verify=verify, data=data, split=split, num_verify=num_verify,
                             allow_parity_failure=allow_parity_failure, name=name, exist_ok=exist_ok,
                             verify_images=verify_images, verify_thresholds=tuple(verify_threshold or ()))  # fmt: skip
+    check_outputs({"--out": out}, exist_ok, inputs={"MODEL": model, "--timing-cache": timing_cache},
+                  folders={"--out"}, own_rules={"--out"})  # export judges an existing --out itself: replaced whole
     result = export_model(model, out, options)
     typer.echo(f"exported to {out}: " + ", ".join(p.name for p in result.files.values()))
 
@@ -226,32 +242,42 @@ def build_(
     dynamic_batch: Optional[int] = typer.Option(None, "--dynamic-batch", min=1, max=1024, help="Dynamic batch up to MAX (the ONNX needs a dynamic batch axis)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the engines (default: beside the ONNX)."),
     device: Optional[str] = typer.Option(None, "--device", help="The GPU to build on: cuda or cuda:N (default cuda:0)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace engines (and their manifests) built before."),
 ) -> None:
     """Build TensorRT engines on this device from a bundle's ONNX models, with a manifest each (needs TensorRT, pycuda)."""
     from edgeseg.build import build_bundle
     from edgeseg.runtime.backends.tensorrt_backend import gpu_index
 
     engines = build_bundle(bundle, _split(precision), int8_source, workspace, dla_core, timing_cache, batch,
-                           dynamic_batch, out, device_index=gpu_index(device))  # fmt: skip
+                           dynamic_batch, out, device_index=gpu_index(device), exist_ok=exist_ok)  # fmt: skip
     typer.echo("built: " + ", ".join(str(p) for p in engines))
 
 
 @app.command("verify")
 def verify_(
-    model: Path = typer.Argument(..., help="Model file (.onnx, .engine, .pt) to check against the bundle's PyTorch reference labels."),
+    model: Path = typer.Argument(..., help="Model file (.onnx, .engine, .pt) to check against the bundle's PyTorch reference labels, or a bundle folder: every model in it (its ONNX models and the engines built there; --backend picks among them)."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="The export bundle (the --out folder of `edgeseg export`; default: the model's folder)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here (for a bundle folder: {bundle, passed, models: [one report per model]})."),
     min_agreement: Optional[float] = typer.Option(None, "--min-agreement", min=0.0, max=1.0, help="Required share of pixels equal to the reference (default: the bundle's threshold for the model's precision)."),
-    backend: str = typer.Option("auto", "--backend"),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=256, help="CPU threads for the backend."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="CPU threads for the backend."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help=EXIST_OK_HELP),
 ) -> None:
-    """Check a deployed model against the PyTorch reference labels in its bundle; exit 1 below the threshold."""
-    from edgeseg.verify import failure_line, run_verify
+    """Check a deployed model (or every model of a bundle) against the PyTorch reference labels in its bundle; exit 1 below the threshold."""
+    from edgeseg.verify import failure_line, run_verify, run_verify_bundle
 
-    report = run_verify(model, bundle, json_path, min_agreement, backend, device, threads)
-    if not report.passed:
+    check_outputs({"--json": json_path}, exist_ok, inputs={"MODEL": model, "--bundle": bundle})
+    if model.is_dir():
+        if bundle is not None:
+            raise EdgesegError(f"--bundle {bundle}: MODEL {model} is a bundle folder already; pass the folder once")
+        reports = run_verify_bundle(model, json_path, min_agreement, backend, device, threads)
+    else:
+        reports = [run_verify(model, bundle, json_path, min_agreement, backend, device, threads)]
+    failed = [report for report in reports if not report.passed]
+    for report in failed:
         typer.echo(failure_line(report), err=True)
+    if failed:
         raise typer.Exit(1)
 
 
@@ -261,11 +287,12 @@ def calib_data(
     out: Path = typer.Option(..., "--out", help="Folder for manifest.json (e.g. calib_data/camvid-train-256)."),
     split: str = typer.Option("train", "--split", help="Split to choose from; never the one you evaluate on."),
     n: int = typer.Option(256, "--n", min=1, help="Images to choose."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an existing manifest."),
 ) -> None:
     """Choose calibration images covering rare classes; write a manifest (paths and sha256)."""
-    from edgeseg.calibration import make_calibration_manifest
+    from edgeseg.calibration import make_calibration_manifest, manifest_file
 
-    check_output_path(out, "--out", folder=out.suffix != ".json")
+    check_outputs({"--out": manifest_file(out)}, exist_ok)
 
     path = make_calibration_manifest(data, split, n, out)
     typer.echo(f"calibration manifest: {path}")
@@ -274,25 +301,25 @@ def calib_data(
 @app.command()
 def bench(
     models: List[Path] = typer.Argument(..., help="Models to compare (.pt, .onnx, .engine); ratios are to the first."),
-    backend: str = typer.Option("auto", "--backend", help="auto, torch, onnxruntime, tensorrt or openvino; comma-separated (e.g. onnxruntime,openvino) for one row per backend and model."),
+    backend: str = typer.Option("auto", "--backend", help="auto, torch, onnxruntime, tensorrt or openvino; comma-separated (e.g. onnxruntime,openvino) for one row per backend and model. ONNX Runtime's AMX rewrite of INT8 models (the variant column): EDGESEG_ORT_AMX=1, off by default."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or tensorrt (ONNX Runtime providers), cuda for .pt/.engine (default: cuda when every model is an engine, else cpu)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, max=1024),
     iters: int = typer.Option(50, "--iters", min=1, help="Timed batches per model."),
     warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed batches first."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=1024, help="CPU threads for the backend (default: the library's)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="CPU threads for the backend (default: the library's)."),
     img_size: Optional[Tuple[int, int]] = typer.Option(None, "--img-size", min=16, max=8192, help="Source image H W (default: the model's input size)."),
     data: Optional[str] = typer.Option(None, "--data", help="Use real val images of this dataset instead of a synthetic one."),
     model_only: bool = typer.Option(False, "--model-only", help="Time the backend alone, on a prepared input."),
     streams: int = typer.Option(1, "--streams", min=1, max=64, help="Copies of each model running --iters batches each at the same time, sharing --threads: the throughput of `edgeseg run`'s streams."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Results JSON (default benchmarks/results/bench-<time>.json)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Results JSON (default: bench-<time>.json beside the first model, e.g. in its bundle)."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Markdown table (default: beside --json)."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help=EXIST_OK_HELP),
 ) -> None:
     """Latency (mean, p50, p90, p99), throughput, per-stage times and peak memory, side by side."""
-    from edgeseg.bench import run_bench
+    from edgeseg.bench import results_paths, run_bench
 
-    check_output_path(json_path, "--json")
-    check_output_path(markdown, "--markdown")
-
+    json_path, markdown = results_paths(models, json_path, markdown)
+    check_outputs({"--json": json_path, "--markdown": markdown}, exist_ok, inputs={"MODELS": list(models)})
     run_bench(models, backend=backend, device=device, batch_size=batch_size, iters=iters, warmup=warmup,
               threads=threads, img_size=img_size, data=data, model_only=model_only, streams=streams, json_path=json_path,
               markdown_path=markdown)  # fmt: skip
@@ -318,11 +345,11 @@ def run_(
     max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many frames."),
     reconnect: int = typer.Option(5, "--reconnect", min=0, max=1000, help="Attempts to reopen a live source that drops."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the run's statistics here."),
-    backend: str = typer.Option("auto", "--backend"),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=256, help="CPU threads for the backend."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="CPU threads for the backend."),
     streams: Optional[int] = typer.Option(None, "--streams", min=1, max=64, help="Copies of the model running frames at once, sharing --threads: more FPS, each frame later. Default: 2 for a file or folder on a CPU, else 1."),
-    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an existing --out video when the new one is finished; delete an --out folder's old frame_*.png first."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an existing --out video (when the new one is finished) or --json; delete an --out folder's old frame_*.png first."),
     segment: Optional[float] = typer.Option(None, "--segment", min=1.0, max=86400.0, help="Cut video --out files into files of this many seconds (NAME_0000.mp4, ...): flat memory on recordings of days."),
 ) -> None:
     """Live segmentation of a camera, file, folder or stream into a window, video files or folders.
@@ -336,6 +363,8 @@ def run_(
     if (camera is None) == (source is None):
         raise EdgesegError("edgeseg run: pass exactly one of --camera N or --source URI")
     sinks = list(out or [])
+    check_outputs({"--out": sinks, "--json": json_path}, exist_ok, inputs={"MODEL": model, "--source": source},
+                  own_rules={"--out"})  # the sinks judge an existing --out themselves (segments, frame folders)
     if show or (show is None and not sinks):
         sinks.append("display://")
     report = run_video(model, str(camera) if camera is not None else source, sinks, backend=backend, device=device,
@@ -353,9 +382,12 @@ def run_(
 def doctor(
     for_: Optional[str] = typer.Option(None, "--for", help="Exit 1 unless this machine can run it: trt, ort, cpu or camera (comma-separated)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write every fact found here as JSON."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help=EXIST_OK_HELP),
 ) -> None:
     """What this machine can run: Python, numpy, OpenCV, ONNX Runtime, TensorRT, GPU, DLA, Jetson, cameras."""
     from edgeseg.doctor import run_doctor
+
+    check_outputs({"--json": json_path}, exist_ok)
 
     code = run_doctor(for_, json_path)
     if code:

@@ -4,9 +4,43 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import importlib.util
+
 from edgeseg.errors import EdgesegError
-from edgeseg.fileio import prepare_output_dir, write_json
-from edgeseg.images import list_images, read_image, write_image
+from edgeseg.fileio import Paths, prepare_output_dir, write_json
+from edgeseg.images import list_images, read_image, write_image, write_label_png
+
+PLOT_FILES = ("confusion_matrix.png", "per_class_iou.png")  # what eval draws into its plots folder
+
+
+def plot_folder(plots: Path | None, json_path: Path | None) -> Path | None:
+    """Where ``eval`` draws its plots: --plots, else beside --json; None for no plots.
+
+    --plots without matplotlib is refused before any work; the default beside --json is left out,
+    with a note, so that a machine without matplotlib (a device) still gets its --json.
+    """
+    if importlib.util.find_spec("matplotlib") is not None:
+        return plots or (json_path.parent if json_path is not None else None)
+    if plots is not None:
+        raise EdgesegError(f"--plots {plots}: drawing the plots needs matplotlib, which is not installed; "
+                           "pip install matplotlib, or leave --plots out")  # fmt: skip
+    if json_path is not None:
+        print("note: no plots beside --json: matplotlib is not installed (pip install matplotlib)")
+    return None
+
+
+def eval_outputs(json_path: Path | None, plots: Path | None, folder: Path | None, splits: tuple[str, ...],
+                 worst_folder: Path | None) -> dict[str, Paths]:  # fmt: skip
+    """Every file ``eval`` writes, by the flag that names it, for ``fileio.check_outputs``."""
+    folders = [folder / name for name in splits] if folder is not None and len(splits) > 1 else [folder]
+    plot_files = [f / name for f in folders if f is not None for name in PLOT_FILES]
+    return {"--json": json_path, "--plots" if plots is not None else "--plots (beside --json)": plot_files,
+            "--json (worst images)": worst_folder}  # fmt: skip
+
+
+def worst_folder(model: Path, json_path: Path | None, worst: int) -> Path | None:
+    """The folder of ``eval --reference``'s most different images: beside --json."""
+    return json_path.parent / f"{Path(model).name}.worst" if worst > 0 and json_path is not None else None
 
 
 def run_eval(
@@ -30,12 +64,11 @@ def run_eval(
     report = {"model": str(model), "dataset": dataset.spec.name, "split": split, **result.to_dict()}
     print(f"{model} on {dataset.spec.name} {split} ({result.num_images} images)")
     print(format_table(result.metrics, result.class_names))
+    if plots is not None:
+        _save_eval_plots(result, Path(plots), f"{_short(model)} on {dataset.spec.name} {split}")
     if json_path is not None:
         write_json(json_path, report)
         print(f"metrics: {json_path}")
-    plot_dir = plots or (json_path.parent if json_path is not None else None)
-    if plot_dir is not None:
-        _save_eval_plots(result, Path(plot_dir))
     return report
 
 
@@ -49,7 +82,8 @@ def run_eval_splits(
     device: str | None = None,
     limit: int | None = None,
 ) -> dict:
-    """``eval --split a,b``: each split's table, then a summary row per split; --json holds the reports by split."""
+    """``eval --split a,b``: each split's table, then a summary row per split; --json holds the reports by split.
+    ``plots``: the folder that gets a subfolder of plots per split (None: no plots)."""
     from edgeseg.data import SegmentationData, resolve_dataset
 
     if len(set(splits)) < len(splits):
@@ -57,10 +91,9 @@ def run_eval_splits(
     spec = resolve_dataset(data)
     for name in splits:
         SegmentationData(spec, name, check=False)  # an unknown or empty split fails here, before any model runs
-    plot_root = plots or (json_path.parent if json_path is not None else None)
     reports = {}
     for name in splits:
-        folder = None if plot_root is None else Path(plot_root) / name
+        folder = None if plots is None else Path(plots) / name
         reports[name] = run_eval(model, data, name, None, folder, backend, device, limit)
         print()
     width = max(len("split"), *(len(name) for name in splits))
@@ -73,6 +106,11 @@ def run_eval_splits(
         write_json(json_path, combined)
         print(f"metrics: {json_path}")
     return combined
+
+
+def _short(model: Path) -> str:
+    """The model's file and folder, e.g. reference/best.pt: a plot's title, where best.pt alone says little."""
+    return "/".join(Path(model).absolute().parts[-2:])
 
 
 def _percent(value: float | None) -> str:
@@ -101,8 +139,10 @@ def run_fidelity(
     with Segmenter.load(model, backend=backend, device=device) as deployed:
         result = compare_to_reference(deployed, ref, dataset, str(model), worst)
         images = []
-        if worst > 0 and json_path is not None:  # the pictures go beside the report
-            folder = json_path.parent / f"{Path(model).name}.worst"
+        folder = worst_folder(model, json_path, worst)
+        if folder is not None:  # the pictures go beside the report
+            for old in folder.glob("worst_*.jpg") if folder.is_dir() else ():  # --exist-ok: never mixed with new ones
+                old.unlink()
             images = save_worst_images(result, deployed, ref, dataset, folder)
     class_names = tuple(dataset.spec.classes)
     print(f"{model} against {reference} on {dataset.spec.name} {split} ({result.num_images} images)")
@@ -117,13 +157,15 @@ def run_fidelity(
     return report
 
 
-def _save_eval_plots(result, folder: Path) -> None:
+def _save_eval_plots(result, folder: Path, subject: str) -> None:
+    """``subject`` (model, data set and split) titles each plot."""
     from edgeseg.plots import save_confusion_matrix, save_iou_bars
 
+    confusion, iou = (folder / name for name in PLOT_FILES)
     folder.mkdir(parents=True, exist_ok=True)
-    save_confusion_matrix(result.confusion.matrix, result.class_names, folder / "confusion_matrix.png")
-    save_iou_bars(result.metrics.iou, result.class_names, folder / "per_class_iou.png")
-    print(f"plots: {folder / 'confusion_matrix.png'}, {folder / 'per_class_iou.png'}")
+    save_confusion_matrix(result.confusion.matrix, result.class_names, confusion, subject)
+    save_iou_bars(result.metrics.iou, result.class_names, iou, subject)
+    print(f"plots: {confusion}, {iou}")
 
 
 def run_predict(
@@ -143,13 +185,17 @@ def run_predict(
     written = []
     with Segmenter.load(model, backend=backend, device=device) as segmenter:
         prepare_output_dir(out, exist_ok, flag="--out")
+        meta = segmenter.meta
         for path in images:
             image = read_image(path)
             labels = segmenter.segment(image)
-            written.append(write_image(out / f"{path.stem}.png", labels))
-            written.append(write_image(out / f"{path.stem}_overlay.jpg", segmenter.overlay(image, labels, alpha)))
+            written.append(write_label_png(out / f"{path.stem}.png", labels, meta.palette))
+            overlay = segmenter.overlay(image, labels, alpha)
+            visualize.draw_legend(overlay, labels, meta.classes, segmenter.lut_bgr)
+            written.append(write_image(out / f"{path.stem}_overlay.jpg", overlay))
             if side_by_side:
                 panel = visualize.side_by_side(to_bgr8(image), segmenter.colorize(labels))
+                visualize.draw_legend(panel, labels, meta.classes, segmenter.lut_bgr)
                 written.append(write_image(out / f"{path.stem}_side.jpg", panel))
     print(f"{len(images)} images segmented into {out}")
     return written

@@ -36,7 +36,7 @@ from edgeseg.bundle import BUNDLE_FORMAT, default_thresholds, file_requirements
 from edgeseg.checkpoint import load_model
 from edgeseg.equalize import MODES as EQUALIZE_MODES
 from edgeseg.errors import EdgesegError
-from edgeseg.fileio import file_sha256, write_json
+from edgeseg.fileio import file_sha256, out_of_room, write_json
 from edgeseg.meta import ModelMeta
 from edgeseg.onnx_meta import PRECISIONS, meta_properties, write_meta
 from edgeseg.quantize import DEFAULT_METHOD, DEFAULT_PERCENTILE
@@ -135,6 +135,8 @@ def export_model(checkpoint: Path, out_dir: Path, opts: ExportOptions) -> Export
             try:
                 result = _Export(checkpoint, model, meta, opts, staging, calib_set).all_steps()
                 published = _publish(staging, out_dir, result)
+            except OSError as err:  # a full disk or ``ulimit -f``: one line, and the staging folder goes
+                raise out_of_room(err, "--out", out_dir) or err from None
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             if opts.engine:  # export --engine = export, then `edgeseg build` on the bundle just published
@@ -497,11 +499,16 @@ def _build_engines(out_dir: Path, opts: ExportOptions) -> dict[str, Path]:
 
 
 def _calibration_set(opts: ExportOptions):
-    if "int8" not in opts.precisions:
+    """The --calib images, checked even when no INT8 model needs them (a wrong path is never passed over)."""
+    if opts.calib is None:
         return None
     from edgeseg.calibration import load_calibration_set
 
-    return load_calibration_set(opts.calib)
+    calib_set = load_calibration_set(opts.calib)
+    if "int8" not in opts.precisions:
+        print(f"note: --calib {opts.calib} is not used: only --precision int8 calibrates")
+        return None
+    return calib_set
 
 
 def calibration_batches(meta: ModelMeta, calib_set, count: int, batch: int):

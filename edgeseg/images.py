@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import glob
+import io
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 import cv2
 import numpy as np
@@ -54,3 +55,17 @@ def write_image(path: Path, image: np.ndarray) -> Path:
     if not ok:
         raise EdgesegError(f"{path}: OpenCV cannot encode {path.suffix} files; use .png or .jpg")
     return write_bytes(path, encoded.tobytes())
+
+
+def write_label_png(path: Path, labels: np.ndarray, palette: Sequence[Sequence[int]]) -> Path:
+    """Class ids as a palette PNG (PNG colour type 3, as Pascal VOC's labels): each pixel's value is its class id,
+    and image viewers show the model's colours. Pillow and ``edgeseg.data`` read the ids back; OpenCV expands the
+    palette to BGR colours, so read class ids with Pillow: ``numpy.asarray(PIL.Image.open(path))``."""
+    from PIL import Image
+
+    colours = [int(v) for rgb in palette[:256] for v in rgb]
+    picture = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
+    picture.putpalette(colours + [0] * (768 - len(colours)))  # ids beyond the palette (ignore, 255) are black
+    encoded = io.BytesIO()
+    picture.save(encoded, format="PNG", optimize=False)
+    return write_bytes(path, encoded.getvalue())

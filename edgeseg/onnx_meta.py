@@ -23,6 +23,7 @@ EXPORT_FACTS = ("output_kind", "precision", "source_sha256", "edgeseg_version")
 REEXPORT = "re-export it with `edgeseg export`"
 INTEGER_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64")
 FLOAT_TYPES = ("float32", "float16", "float64")
+GRAPH_FIELD, METADATA_FIELD = 7, 14  # of ModelProto
 
 
 def meta_properties(meta: ModelMeta, output_kind: str, precision: str, source_sha256: str) -> dict[str, str]:
@@ -158,28 +159,31 @@ def onnx_metadata(onnx_path: Path) -> dict[str, str]:
     try:
         import onnx
     except ImportError:
-        try:
-            return read_metadata_props(Path(onnx_path).read_bytes())
-        except EdgesegError:
-            raise EdgesegError(f"{onnx_path}: not a readable ONNX model (damaged protobuf); {REEXPORT}") from None
+        return read_metadata_props(Path(onnx_path).read_bytes(), onnx_path)
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as err:  # protobuf's DecodeError and friends for damaged files
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise EdgesegError(f"{onnx_path}: not a readable ONNX model ({reason}); {REEXPORT}") from None
+    if not model.HasField("graph"):  # protobuf reads an empty file, or some others, as an empty model
+        raise EdgesegError(f"{onnx_path}: not a readable ONNX model (no graph: empty, cut short or not ONNX); {REEXPORT}")
     return {prop.key: prop.value for prop in model.metadata_props}
 
 
-def read_metadata_props(payload: bytes) -> dict[str, str]:
-    """ModelProto field 14 (metadata_props: key = 1, value = 2), without the onnx package."""
-    props = {}
+def read_metadata_props(payload: bytes, source: str | Path = "ONNX model") -> dict[str, str]:
+    """ModelProto field 14 (metadata_props: key = 1, value = 2), without the onnx package. A payload that is
+    no ONNX model (a damaged protobuf, a file cut short, no graph) is one line naming ``source``."""
+    props, fields = {}, set()
     try:
         for number, value in _proto_fields(memoryview(payload)):
-            if number == 14 and isinstance(value, memoryview):
+            fields.add(number)
+            if number == METADATA_FIELD and isinstance(value, memoryview):
                 entry = {n: bytes(v).decode() for n, v in _proto_fields(value) if n in (1, 2)}
                 props[entry.get(1, "")] = entry.get(2, "")
-    except (IndexError, UnicodeDecodeError, TypeError):  # cut short, or not text where text belongs
-        raise EdgesegError("ONNX model: the protobuf is damaged; re-export the model") from None
+    except (IndexError, UnicodeDecodeError, TypeError, EdgesegError):  # cut short, or not text where text belongs
+        raise EdgesegError(f"{source}: not a readable ONNX model (damaged protobuf); {REEXPORT}") from None
+    if GRAPH_FIELD not in fields:
+        raise EdgesegError(f"{source}: not a readable ONNX model (no graph: empty, cut short or not ONNX); {REEXPORT}")
     return props
 
 
@@ -205,6 +209,8 @@ def proto_spans(data: Union[memoryview, bytearray, bytes], start: int, end: int)
             value_start, pos = pos, pos + (8 if wire == 1 else 4)
         else:
             raise EdgesegError(f"ONNX model: unexpected protobuf wire type {wire}; the file is damaged, re-export or re-copy it")
+        if pos > end:
+            raise EdgesegError("ONNX model: a protobuf field runs past the end; the file is cut short, re-export or re-copy it")
         yield number, wire, value_start, pos
 
 

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 ANNOTATE_MAX_CLASSES = 25  # above this, per-cell numbers are unreadable
 
 
-def save_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path) -> None:
-    """Row-normalised confusion heatmap (rows = ground truth), cells annotated when readable."""
+def save_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str | Path, subject: str = "") -> None:
+    """Row-normalised confusion heatmap (rows = ground truth), every cell annotated when readable (an empty
+    cell says 0). ``subject``, e.g. "best.pt on camvid heldout", completes the title."""
     matrix = np.asarray(matrix, dtype=np.float64)
     n = len(class_names)
     if matrix.shape != (n, n):
@@ -37,17 +38,18 @@ def save_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of ground-truth row")
     ticks = np.arange(n)
     ax.set_xticks(ticks, labels=[str(c) for c in class_names], rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(ticks, labels=[str(c) for c in class_names], fontsize=8)
+    ax.set_yticks(ticks, labels=[f"{c} (none)" if not rows[i, 0] else str(c) for i, c in enumerate(class_names)],
+                  fontsize=8)  # a row of zeros for a class absent from the ground truth says so
     ax.set_xlabel("prediction")
     ax.set_ylabel("ground truth")
-    ax.set_title("Confusion matrix (row-normalised)")
+    ax.set_title(_titled("Confusion matrix (row-normalised)", subject))
     if n <= ANNOTATE_MAX_CLASSES:
         _annotate_cells(ax, normalised)
     _save(fig, path)
 
 
-def save_iou_bars(iou: np.ndarray, class_names: Sequence[str], path: str | Path) -> None:
-    """Per-class IoU bars in percent; NaN classes drawn at 0 and marked n/a; mIoU as a line."""
+def save_iou_bars(iou: np.ndarray, class_names: Sequence[str], path: str | Path, subject: str = "") -> None:
+    """Per-class IoU bars in percent; NaN classes drawn at 0 and marked n/a; mIoU as a line; ``subject`` in the title."""
     iou = np.asarray(iou, dtype=np.float64)
     n = len(class_names)
     if iou.shape != (n,):
@@ -61,6 +63,8 @@ def save_iou_bars(iou: np.ndarray, class_names: Sequence[str], path: str | Path)
     ax.bar(positions, heights, color="tab:blue")
     for x in positions[absent]:
         ax.text(x, 1.0, "n/a", ha="center", va="bottom", fontsize=7, color="gray", rotation=90)
+    for x in positions[~absent]:  # the value on each bar: a 0 bar is as readable as a tall one
+        ax.text(x, heights[x] + 1.0, f"{heights[x]:.1f}", ha="center", va="bottom", fontsize=7)
     if not absent.all():
         miou = float(np.nanmean(iou)) * 100
         ax.axhline(miou, color="tab:red", linestyle="--", label=f"mIoU {miou:.2f}%")
@@ -68,7 +72,7 @@ def save_iou_bars(iou: np.ndarray, class_names: Sequence[str], path: str | Path)
     ax.set_xticks(positions, labels=[str(c) for c in class_names], rotation=60, ha="right", fontsize=8)
     ax.set_ylim(0, 100)
     ax.set_ylabel("IoU (%)")
-    ax.set_title("Per-class IoU")
+    ax.set_title(_titled("Per-class IoU", subject))
     if absent.any():
         fig.text(0.01, 0.01, "n/a: class absent from both ground truth and prediction (not in mIoU)",
                  fontsize=7, color="gray")
@@ -109,12 +113,16 @@ def _save(fig: Figure, path: str | Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
+def _titled(title: str, subject: str) -> str:
+    return f"{title}\n{subject}" if subject else title
+
+
 def _annotate_cells(ax: Any, values: np.ndarray) -> None:
+    """Every cell's share: "0" where nothing fell, "<.01" for a share that would round to 0.00."""
     for (row, col), value in np.ndenumerate(values):
-        if value == 0:
-            continue
+        text = "0" if value == 0 else "<.01" if value < 0.005 else f"{value:.2f}"
         color = "white" if value > 0.5 else "black"
-        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=color)
+        ax.text(col, row, text, ha="center", va="center", fontsize=7, color=color)
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:

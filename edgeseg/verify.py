@@ -4,6 +4,7 @@ Runs the bundle's verify images through any model kind (.onnx, .engine, .pt, thr
 ``Segmenter.load``) and compares the labels with the reference's: pixel agreement, mIoU and
 per-class IoU taking the reference as ground truth, and the images that differ most. The model's
 precision (its ONNX metadata, its engine manifest; .pt is fp32) picks the bundle's threshold.
+Given the bundle folder itself, it verifies every model in it (``bundle_models``).
 
 Every check that needs no inference comes first: the model against export.json's sha256, the
 verify files against theirs, the model's input size and class count against the bundle's.
@@ -12,6 +13,7 @@ No torch unless the model is a .pt; no dataset.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import time
@@ -52,6 +54,7 @@ class VerifyReport:
     images: List[Dict[str, Any]]
     backend: str
     seconds: float
+    variant: str = ""  # the backend's variant ("amx", "bf16"), beside its name
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -67,7 +70,8 @@ class VerifyReport:
 
     def to_dict(self) -> Dict[str, Any]:
         return {
-            "model": self.model, "precision": self.precision, "backend": self.backend, "passed": self.passed,
+            "model": self.model, "precision": self.precision, "backend": self.backend, "variant": self.variant,
+            "passed": self.passed,
             "agreement": self.pixel_agreement, "threshold": self.min_agreement, "threshold_from": self.threshold_from,
             "miou_vs_reference": _finite(self.miou_vs_reference),
             "class_iou_vs_reference": self.class_iou, "reference_pixels": self.reference_pixels,
@@ -86,18 +90,95 @@ def run_verify(
     threads: Optional[int] = None,
 ) -> VerifyReport:
     """Check, run, print the table and write --json; the caller turns a failed report into exit 1."""
-    from edgeseg.runtime import Segmenter
-
     model = Path(model)
     if not model.is_file():
         raise EdgesegError(f"{model}: no such model file; check the path")
+    _check_min_agreement(min_agreement)
+    bundle = _bundle_for(model, bundle_dir)
+    facts = _checked_facts(model, bundle)
+    report = _verify_one(model, facts, bundle, bundle.verify_set(), min_agreement, _Run(backend, device, threads))
+    if json_path is not None:
+        write_json(json_path, report.to_dict())
+    return report
+
+
+def run_verify_bundle(
+    folder: Path,
+    json_path: Optional[Path] = None,
+    min_agreement: Optional[float] = None,
+    backend: str = "auto",
+    device: Optional[str] = None,
+    threads: Optional[int] = None,
+) -> List[VerifyReport]:
+    """``verify BUNDLE``: every model of the bundle (``bundle_models``), each checked before any runs;
+    --json holds ``{"bundle", "passed", "models": [one report per model]}``."""
+    _check_min_agreement(min_agreement)
+    bundle = load_bundle(folder)
+    models = bundle_models(bundle, backend)
+    facts = [_checked_facts(model, bundle) for model in models]
+    verify_set = bundle.verify_set()
+    run = _Run(backend, device, threads)
+    reports = [_verify_one(model, fact, bundle, verify_set, min_agreement, run) for model, fact in zip(models, facts)]
+    if len(reports) > 1:
+        print("\n".join(f"{'PASSED' if r.passed else 'FAILED'}  {r.model} ({r.precision}): pixel agreement "
+                        f"{100 * r.pixel_agreement:.3f} % (threshold {100 * r.min_agreement:.2f} %)" for r in reports))  # fmt: skip
+    if json_path is not None:
+        write_json(json_path, {"bundle": str(bundle.root), "passed": all(r.passed for r in reports),
+                               "models": [r.to_dict() for r in reports]})  # fmt: skip
+    return reports
+
+
+def bundle_models(bundle: Bundle, backend: str = "auto") -> List[Path]:
+    """The models ``verify BUNDLE`` checks: the ONNX models export.json lists, in its order, then the engines
+    built in the folder; of those, the ones ``backend`` opens. Each backend's library must be installed."""
+    from edgeseg.runtime.backends import backend_for, backend_names
+
+    if backend != "auto" and backend not in backend_names():
+        raise EdgesegError(f"--backend {backend}: unknown; choose one of {', '.join(('auto',) + backend_names())}")
+    listed = [bundle.root / str(entry.get("name")) for entry in bundle.files.values() if isinstance(entry, dict)]
+    engines = sorted(p for p in bundle.root.iterdir() if p.suffix.lower() in (".engine", ".plan"))
+    models = [path for path in listed + engines if backend_for(path, backend) is not None]
+    if not models:
+        raise EdgesegError(f"{bundle.root}: holds no model that --backend {backend} runs; pass another --backend or a model file")
+    by_library: Dict[str, List[str]] = {}
+    for path in models:
+        by_library.setdefault(str(backend_for(path, backend)), []).append(path.name)
+    for library, names in by_library.items():
+        if importlib.util.find_spec(library) is None:
+            raise EdgesegError(f"{bundle.root}: {', '.join(names)} need {library}, which is not installed here; install "
+                               "it, or pass --backend to verify only the models an installed backend runs "
+                               "(e.g. --backend tensorrt for the engines), or name one model")  # fmt: skip
+    return models
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How the models run: ``--backend``, ``--device``, ``--threads``."""
+
+    backend: str
+    device: Optional[str]
+    threads: Optional[int]
+
+
+def _check_min_agreement(min_agreement: Optional[float]) -> None:
     if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
         raise EdgesegError(f"--min-agreement {min_agreement}: give the share of pixels as a fraction, e.g. 0.999")
-    bundle = _bundle_for(model, bundle_dir)
+
+
+def _checked_facts(model: Path, bundle: Bundle) -> ModelFacts:
+    """Every check of ``model`` against ``bundle`` that needs no inference; its facts."""
     _check_model_file(model, bundle)
     facts = model_facts(model)
     _check_compatible(model, bundle, facts.input_size, facts.num_classes)
-    verify_set = bundle.verify_set()
+    return facts
+
+
+def _verify_one(model: Path, facts: ModelFacts, bundle: Bundle, verify_set: VerifySet, min_agreement: Optional[float],
+                run: _Run) -> VerifyReport:  # fmt: skip
+    """Run ``model`` over the verify set and print its table."""
+    from edgeseg.runtime import Segmenter
+
+    backend, device, threads = run.backend, run.device, run.threads
     threshold = bundle.threshold(facts.precision) if min_agreement is None else float(min_agreement)
     start = time.perf_counter()
     options = {"threads": threads} if threads else {}
@@ -105,14 +186,12 @@ def run_verify(
         meta = segmenter.meta
         _check_compatible(model, bundle, tuple(meta.input_size), meta.num_classes)
         report = compare(segmenter, verify_set, model, facts.precision, threshold)
-        report.backend = segmenter.backend.name
+        report.backend, report.variant = segmenter.backend.name, segmenter.backend.variant
     report.seconds = time.perf_counter() - start
     report.threshold_from = "bundle" if min_agreement is None else "--min-agreement"
     report.extra = {"bundle": str(bundle.root), "model_sha256": file_sha256(model), "dataset": verify_set.dataset,
                     "split": verify_set.split, "reference": verify_set.reference}  # fmt: skip
     print(format_report(report, verify_set))
-    if json_path is not None:
-        write_json(json_path, report.to_dict())
     return report
 
 
@@ -144,7 +223,7 @@ def compare(segmenter, verify_set: VerifySet, model: Path, precision: str, thres
 def format_report(report: VerifyReport, verify_set: VerifySet) -> str:
     width = max(len("pixel agreement"), *(len(name) for name in report.class_iou))
     lines = [
-        f"verify {report.model} ({report.precision}, {report.backend}) against the PyTorch reference "
+        f"verify {report.model} ({report.precision}, {' '.join(filter(None, (report.backend, report.variant)))}) against the PyTorch reference "
         f"on {len(report.images)} {verify_set.dataset} {verify_set.split} images",
         f"{'class':<{width}}  {'IoU vs ref %':>12}  {'ref pixels':>10}",
         "-" * (width + 26),

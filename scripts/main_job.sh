@@ -17,7 +17,7 @@ CALIB="${EDGESEG_CALIB:-calib_data/camvid-train-heldout-256}"  # no frame of dri
 SPLIT="${EDGESEG_SPLIT:-heldout}"  # drive 0006R0: the reference never trained on it
 
 echo "== 1/6 evaluate $MODEL on the held-out drive and on CamVid val (a drive training also saw)"
-$edgeseg eval "$MODEL" --data "$DATA" --split "$SPLIT,val" --json "$OUT/eval/camvid.json"
+$edgeseg eval "$MODEL" --data "$DATA" --split "$SPLIT,val" --json "$OUT/eval/camvid.json" --exist-ok
 
 echo "== 2/6 segment a few frames of the held-out drive"
 rm -rf "$OUT/predict"
@@ -29,12 +29,12 @@ $edgeseg export "$MODEL" --out "$OUT/export" --data "$DATA" --precision fp32,fp1
 
 echo "== 4/6 verify the FP16 and INT8 models against the PyTorch reference labels in the bundle (as on the device)"
 for precision in fp16 int8; do
-    $edgeseg verify "$OUT/export/model.$precision.onnx" --threads 2 --json "$OUT/verify/$precision.json"
+    $edgeseg verify "$OUT/export/model.$precision.onnx" --threads 2 --json "$OUT/verify/$precision.json" --exist-ok
 done
 
 echo "== 5/6 benchmark the exported models against PyTorch (360x480, 2 threads, CamVid val frames)"
 $edgeseg bench "$OUT/export/model.fp32.onnx" "$OUT/export/model.int8.onnx" "$OUT/export/model.int8.qdq.onnx" "$MODEL" \
-    --threads 2 --iters 20 --warmup 3 --data "$DATA" --json "$OUT/bench/bench.json"
+    --threads 2 --iters 20 --warmup 3 --data "$DATA" --json "$OUT/bench/bench.json" --exist-ok
 
 echo "== 6/6 live-video pipeline: the INT8 model over a 480x360 clip of the held-out drive 0006R0, into an mp4"
 .venv/bin/python scripts/make_clip.py --camvid "$CAMVID" --folder train --sequence 0006R0 --frames 101 \

@@ -62,4 +62,4 @@ fi
 
 # Per split: heldout picked best.pt; val is CamVid's own (drive 0016E5, which training also sees).
 "$PYTHON" -m edgeseg eval "$OUT/best.pt" --data "$DATA" --split heldout,val --device "$DEVICE" \
-    --json "$OUT/eval.json"
+    --json "$OUT/eval.json" --exist-ok

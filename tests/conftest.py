@@ -112,3 +112,39 @@ def error_of(func, *args) -> str:
     message = str(info.value)
     assert "\n" not in message
     return message
+
+
+def site_without(tmp_path: Path, *prefixes: str) -> Path:
+    """This environment's site-packages less the entries starting with ``prefixes`` (symlinks, no copies)."""
+    import numpy as np
+
+    site = Path(np.__file__).parents[1]  # the site-packages this environment imports from
+    target = tmp_path / "site"
+    target.mkdir()
+    for entry in site.iterdir():
+        name = entry.name.lower()
+        if name.startswith(prefixes) or name.endswith(".pth") or name.startswith("__editable__"):
+            continue  # .pth files and the editable finder would bring the whole environment back
+        (target / entry.name).symlink_to(entry)
+    return target
+
+
+def run_without(site: Path, *args: str, timeout: float = 120):
+    """``edgeseg ARGS`` with site-packages replaced by ``site`` (python -S: no site, only these paths):
+    a real environment that lacks what ``site_without`` left out."""
+    import subprocess
+
+    env = {"PYTHONPATH": f"{ROOT}:{site}", "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-S", "-m", "edgeseg", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def can_mount_a_private_tmpfs() -> bool:
+    """Whether a tmpfs can be mounted in a mount namespace of its own (root and unshare(1)): a real full disk."""
+    import subprocess
+
+    probe = ["unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, run_without, site_without
 from edgeseg.bundle import DEFAULT_THRESHOLDS, evenly_spaced, load_bundle
 from edgeseg.calibration import make_calibration_manifest
 from edgeseg.errors import EdgesegError
@@ -104,6 +104,35 @@ def test_cli_verify_onnx_passes_and_writes_json(bundle_dir, tmp_path, name):
     assert report["threshold"] == THRESHOLDS[precision] and report["threshold_from"] == "bundle"
     assert THRESHOLDS[precision] <= report["agreement"] < 1.0
     assert len(report["worst_images"]) == 3 and set(report["class_iou_vs_reference"]) == set(_manifest(bundle_dir)["classes"])
+
+
+def test_cli_verify_a_bundle_folder_verifies_every_model_in_it(bundle_dir, tmp_path):
+    """A bundle folder is what a user passes first: every model export.json lists (and the engines built there) is
+    verified, and --json is one object: {bundle, passed, models: [one report each]}."""
+    report_path = tmp_path / "bundle.json"
+    done = run_cli("verify", bundle_dir, "--json", report_path, "--threads", "1")
+    assert done.returncode == 0, done.stderr[-1500:]
+    names = ["model.fp32.onnx", "model.fp16.onnx", "model.int8.qdq.onnx", "model.int8.onnx"]
+    assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("PASSED ")] == names
+    report = json.loads(report_path.read_text())
+    assert report["bundle"] == str(bundle_dir) and report["passed"] is True
+    assert [m["model"] for m in report["models"]] == names and all(m["num_images"] == VERIFY_IMAGES for m in report["models"])
+    failed = run_cli("verify", bundle_dir, "--min-agreement", "1", "--backend", "onnxruntime")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert [line.split()[2] for line in failed.stderr.splitlines()] == names[1:], failed.stderr  # FP32 agrees on every pixel
+    assert_one_line_error(run_cli("verify", bundle_dir, "--backend", "tensorrt"), f"{bundle_dir}: holds no model", "--backend")
+    assert_one_line_error(run_cli("verify", bundle_dir, "--bundle", bundle_dir), "pass the folder once")
+    without_ort = run_without(site_without(tmp_path, "onnxruntime"), "verify", bundle_dir)  # a board with TensorRT only
+    assert_one_line_error(without_ort, "model.fp32.onnx, model.fp16.onnx", "need onnxruntime", "--backend tensorrt")
+
+
+def test_verify_refuses_a_json_folder_before_it_runs(bundle_dir, tmp_path):
+    """Not PASSED and then a traceback: the --json that cannot be written is refused before any model runs."""
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    done = run_cli("verify", bundle_dir / "model.fp16.onnx", "--json", folder)
+    assert_one_line_error(done, f"--json {folder}", "is a folder")
+    assert done.stdout == "" and list(folder.iterdir()) == []
 
 
 def test_cli_verify_a_checkpoint_through_pytorch(bundle_dir, small_checkpoint, tmp_path):

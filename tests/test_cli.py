@@ -5,8 +5,9 @@ import json
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, run_without, site_without
 
 
 def test_version():
@@ -38,12 +39,53 @@ def test_predict_writes_ids_at_image_size_and_overlays(small_checkpoint, camvid,
     done = run_cli("predict", small_checkpoint, folder, "--out", out, "--side-by-side")
     assert done.returncode == 0, done.stderr
     for path in source:
-        ids = cv2.imread(str(out / f"{path.stem}.png"), cv2.IMREAD_UNCHANGED)
+        ids = np.asarray(Image.open(out / f"{path.stem}.png"))  # a palette PNG: Pillow reads the class ids
         assert ids.shape == (360, 480) and ids.dtype == np.uint8 and ids.max() < 11
         assert cv2.imread(str(out / f"{path.stem}_overlay.jpg")).shape == (360, 480, 3)
         assert cv2.imread(str(out / f"{path.stem}_side.jpg")).shape == (360, 960, 3)
     again = run_cli("predict", small_checkpoint, folder, "--out", out)
     assert_one_line_error(again, "--out", "not empty", "--exist-ok")
+
+
+def test_predict_pictures_show_colours_and_a_legend(small_checkpoint, camvid, tmp_path):
+    """The class-id PNG looked black in every viewer: it is now a palette PNG (viewers show the model's colours,
+    its pixel values stay the class ids, and edgeseg's own label reader takes it back); the overlay has a legend."""
+    from edgeseg.data.dataset import load_label
+    from edgeseg.runtime import Segmenter
+
+    image = sorted((camvid / "images" / "val").glob("*.jpg"))[0]
+    out = tmp_path / "pred"
+    assert run_cli("predict", small_checkpoint, image, "--out", out).returncode == 0
+    with Segmenter.load(small_checkpoint) as segmenter:
+        frame = cv2.imread(str(image))
+        labels = segmenter.segment(frame)
+        plain_overlay = segmenter.overlay(frame, labels)
+        palette = segmenter.meta.palette
+    png = Image.open(out / f"{image.stem}.png")
+    assert png.mode == "P" and np.array_equal(np.asarray(png), labels)
+    assert np.array_equal(load_label(out / f"{image.stem}.png", "folder"), labels)
+    assert png.getpalette()[: 3 * len(palette)] == [v for rgb in palette for v in rgb]
+    shown = np.asarray(png.convert("RGB"))  # what a viewer shows: each pixel its class's colour
+    assert np.array_equal(shown, np.array(palette, np.uint8)[labels])
+    overlay = cv2.imread(str(out / f"{image.stem}_overlay.jpg")).astype(int)
+    difference = np.abs(overlay - plain_overlay).mean(axis=2)
+    assert difference[:60, -120:].mean() > 30 and difference[-150:, :240].mean() < 8, "a legend top right, JPEG noise elsewhere"
+
+
+def test_eval_without_matplotlib_refuses_plots_first_and_keeps_its_json_without_them(small_checkpoint, camvid, tmp_path):
+    """Not exit 2 after ev.json was written: --plots is refused before any image is scored, and the plots that
+    would only have gone beside --json are left out with a note (a device has no matplotlib)."""
+    site = site_without(tmp_path, "matplotlib", "mpl_toolkits")
+    plots = tmp_path / "plots"
+    done = run_without(site, "eval", small_checkpoint, "--data", f"camvid:{camvid}", "--limit", "1",
+                       "--json", tmp_path / "ev.json", "--plots", plots, timeout=300)  # fmt: skip
+    assert_one_line_error(done, f"--plots {plots}", "matplotlib", "leave --plots out")
+    assert done.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+    done = run_without(site, "eval", small_checkpoint, "--data", f"camvid:{camvid}", "--limit", "1",
+                       "--json", tmp_path / "out" / "ev.json", timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "note: no plots beside --json: matplotlib is not installed" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ev.json"]
 
 
 def test_missing_checkpoint(tmp_path, camvid):

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, run_without, site_without
 
 ROWS = ("Python", "numpy", "OpenCV", "ONNX Runtime", "TensorRT", "CUDA binding", "GPU", "DLA cores", "Jetson", "Cameras")
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -88,31 +86,13 @@ def test_unknown_need_is_a_one_line_error():
     assert_one_line_error(run_cli("doctor", "--for", "gpu"), "--for gpu", "trt, ort, cpu, camera")
 
 
-def test_unwritable_json_is_a_one_line_error(tmp_path):
-    assert_one_line_error(run_cli("doctor", "--json", tmp_path), f"--json {tmp_path}", "cannot write")
+def test_unwritable_json_is_a_one_line_error_before_any_probe(tmp_path):
+    done = run_cli("doctor", "--json", tmp_path)
+    assert_one_line_error(done, f"--json {tmp_path}", "is a folder")
+    assert done.stdout == ""
 
 
 # --- a real environment without OpenCV or PyTorch -------------------------------------------
-def site_without(tmp_path: Path, *prefixes: str) -> Path:
-    """This environment's site-packages less the entries starting with ``prefixes`` (symlinks, no copies)."""
-    site = Path(np.__file__).parents[1]  # the site-packages this environment imports from
-    target = tmp_path / "site"
-    target.mkdir()
-    for entry in site.iterdir():
-        name = entry.name.lower()
-        if name.startswith(prefixes) or name.endswith(".pth") or name.startswith("__editable__"):
-            continue  # .pth files and the editable finder would bring the whole environment back
-        (target / entry.name).symlink_to(entry)
-    return target
-
-
-def run_without(site: Path, *args: str) -> subprocess.CompletedProcess:
-    """``edgeseg ARGS`` with site-packages replaced by ``site`` (python -S: no site, only these paths)."""
-    env = {"PYTHONPATH": f"{ROOT}:{site}", "PATH": "/usr/bin:/bin"}
-    command = [sys.executable, "-S", "-m", "edgeseg", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
-
-
 def test_missing_opencv_is_a_one_line_hint(tmp_path):
     site = site_without(tmp_path, "cv2", "opencv")
     assert not (site / "cv2").exists()

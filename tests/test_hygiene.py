@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_one_line_error, run_cli, wait_for
+from conftest import ROOT, assert_one_line_error, can_mount_a_private_tmpfs, run_cli, wait_for
 
 M = "missing.pt"  # parsing fails before any file is opened
 
@@ -115,6 +115,18 @@ def test_unknown_keep_fp_node_is_refused_before_calibrating(small_checkpoint, ca
     assert_one_line_error(done, "--keep-fp NoSuchNode", "Conv")
     assert "calibrating" not in done.stdout
     assert list(tmp_path.iterdir()) == [], "a failed export leaves no folder it made, not even parents"
+
+
+def test_a_wrong_calib_is_refused_even_when_no_int8_model_needs_it(small_checkpoint, camvid, tmp_path):
+    """A missing --calib path was passed over in silence with --precision fp32; now it is refused, and a good
+    one that no step uses is named in a note."""
+    done = run_cli("export", small_checkpoint, "--out", tmp_path / "e", "--no-verify", "--precision", "fp32",
+                   "--calib", tmp_path / "nowhere")  # fmt: skip
+    assert_one_line_error(done, f"--calib {tmp_path / 'nowhere'}", "no such manifest, image folder or glob")
+    assert done.stdout == "" and list(tmp_path.iterdir()) == []
+    done = run_cli("export", small_checkpoint, "--out", tmp_path / "e", "--no-verify", "--calib", _calib(camvid))
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert f"note: --calib {_calib(camvid)} is not used: only --precision int8 calibrates" in done.stdout
 
 
 def test_int8_needs_opset_13(small_checkpoint, camvid, tmp_path):
@@ -319,6 +331,38 @@ def test_failed_train_removes_the_out_it_made(camvid, tmp_path):
 
 
 # --- one place for each fact ------------------------------------------------------------------
+def _export_in_a_subprocess(args: list, preexec_fn=None, wrap: list | None = None) -> subprocess.CompletedProcess:
+    command = [*(wrap or []), sys.executable, "-m", "edgeseg", "export", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, preexec_fn=preexec_fn)
+
+
+def test_an_export_past_the_file_size_limit_is_one_line_and_leaves_nothing(small_checkpoint, tmp_path):
+    """``ulimit -f`` (EFBIG): works for any user. The FP32 model is 23 MB; the limit lets 5 MB through."""
+    import resource
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (5_000_000, 5_000_000))
+
+    out = tmp_path / "new" / "e"
+    done = _export_in_a_subprocess([small_checkpoint, "--out", out, "--no-verify"], preexec_fn=limit)
+    assert_one_line_error(done, f"--out {out}", "file-size limit (ulimit -f)", "nothing was saved")
+    assert list(tmp_path.iterdir()) == [], "no staging folder, no partial model, not even the parent it made"
+
+
+@pytest.mark.skipif(not can_mount_a_private_tmpfs(), reason="needs root and unshare(1) to mount a private 8 MB tmpfs")
+def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(small_checkpoint, tmp_path):
+    """ENOSPC for real: --out lies on an 8 MB tmpfs mounted in a mount namespace of the export's own."""
+    disk, listing = tmp_path / "disk", tmp_path / "listing.txt"
+    disk.mkdir()
+    out = disk / "e"
+    script = 'disk=$1; listing=$2; shift 2; mount -t tmpfs -o size=8m tmpfs "$disk" || exit 99; "$@"; code=$?; ls -A "$disk" > "$listing"; exit $code'
+    wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(disk), str(listing)]
+    done = _export_in_a_subprocess([small_checkpoint, "--out", out, "--no-verify"], wrap=wrap)
+    assert_one_line_error(done, f"--out {out}", "the disk is full (No space left on device)", "nothing was saved")
+    assert listing.read_text().split() == [], "nothing is left on the full disk: no staging folder, no lock, no model"
+
+
 def test_one_default_calibration_method():
     from edgeseg.export import ExportOptions
     from edgeseg.quantize import DEFAULT_METHOD, DEFAULT_PERCENTILE, CalibrationSettings

@@ -234,6 +234,33 @@ def test_save_confusion_matrix(tmp_path):
     _assert_png(path, tmp_path)
 
 
+def _drawn(monkeypatch, draw) -> list:
+    """The axes ``draw()`` makes, caught at the moment the figure is saved (its PNG is still written)."""
+    from edgeseg import plots
+
+    caught, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (caught.extend(fig.axes), save(fig, path)))
+    draw()
+    return caught
+
+
+def test_plots_name_model_and_split_and_every_confusion_cell_has_a_number(tmp_path, monkeypatch):
+    """Titles say which model on which split; an empty cell says 0 (it was blank), a share under 0.005 says <.01,
+    and a class with no ground-truth pixels says so on its row."""
+    subject = "reference/best.pt on camvid heldout"
+    matrix = EXPECTED.copy()
+    matrix[0, 0] = 1000  # row 0: 1000 and 1 -> 0.999 and <.01
+    [axes, _] = _drawn(monkeypatch, lambda: save_confusion_matrix(matrix, NAMES, tmp_path / "c.png", subject))
+    assert axes.get_title() == f"Confusion matrix (row-normalised)\n{subject}"
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in axes.texts}
+    assert len(cells) == 25 and cells[(0, 0)] == "1.00" and cells[(0, 1)] == "<.01" and cells[(0, 2)] == "0"
+    assert [cells[(3, col)] for col in range(5)] == ["0"] * 5
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["road", "car", "sky", "tree (none)", "sign (none)"]
+    [bars] = _drawn(monkeypatch, lambda: save_iou_bars(np.array([0.5, 0.0, np.nan]), NAMES[:3], tmp_path / "i.png", subject))
+    assert bars.get_title() == f"Per-class IoU\n{subject}"
+    assert [t.get_text() for t in bars.texts] == ["n/a", "50.0", "0.0"]
+
+
 def test_save_confusion_matrix_rejects_wrong_names(tmp_path):
     with pytest.raises(ValueError):
         save_confusion_matrix(EXPECTED, NAMES[:2], tmp_path / "c.png")

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import CLIP_FRAMES, ROOT, assert_one_line_error, run_cli, wait_for
+from conftest import CLIP_FRAMES, ROOT, assert_one_line_error, can_mount_a_private_tmpfs, run_cli, wait_for
 from edgeseg.video import RunStats, StreamingStats, open_sink
 
 
@@ -115,15 +115,7 @@ def test_a_file_size_limit_fails_the_run_in_one_line_and_publishes_nothing_unpla
         assert hidden_files(out) == [] and all(cv2.imread(str(p)) is not None for p in out.iterdir())
 
 
-def _can_mount_a_private_tmpfs() -> bool:
-    probe = ["unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"]
-    try:
-        return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-@pytest.mark.skipif(not _can_mount_a_private_tmpfs(), reason="needs root and unshare(1) to mount a private 1 MB tmpfs")
+@pytest.mark.skipif(not can_mount_a_private_tmpfs(), reason="needs root and unshare(1) to mount a private 1 MB tmpfs")
 @pytest.mark.parametrize("name", ["rec.mp4", "frames"])
 def test_a_full_disk_fails_the_run_in_one_line_and_publishes_nothing_unplayable(model, clip, tmp_path, name):
     """ENOSPC for real: the output lies on a 1 MB tmpfs, mounted in a mount namespace of the run's own."""

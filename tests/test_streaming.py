@@ -242,13 +242,35 @@ def test_a_write_failure_in_the_writer_thread_stops_the_run_in_one_line(model, c
     assert not list(tmp_path.glob(".*partial*")), "the other sink was closed and its partial file renamed or removed"
 
 
-def test_the_legend_finds_every_class_present_even_a_single_pixel():
-    from edgeseg.video.render import present_classes
+def test_the_legend_counts_every_class_present_even_a_single_pixel():
+    """Classes under the legend's pixel threshold are not listed, and not left out unsaid: its last row counts them."""
+    from edgeseg.runtime.visualize import LEGEND_MIN_PIXELS, class_pixels, draw_legend, palette_lut_bgr
 
     rng = np.random.default_rng(0)
     labels = np.zeros((360, 480), np.uint8)
     labels[rng.integers(0, 360, 5), rng.integers(0, 480, 5)] = [3, 7, 255, 10, 3]
-    assert present_classes(labels) == [0, 3, 7, 10, 255]
+    assert class_pixels(labels, 11).tolist() == [360 * 480 - 5, 0, 0, 2, 0, 0, 0, 1, 0, 0, 1]  # 255 (ignore) not counted
     view = labels[::3, 1::2]  # a strided view, as a crop of a letterboxed label map
-    assert present_classes(view) == np.unique(view).tolist()
-    assert present_classes(labels.astype(np.int32)) == [0, 3, 7, 10, 255]
+    assert class_pixels(view, 11).tolist() == np.bincount(view[view < 11], minlength=11).tolist()
+    assert class_pixels(labels.astype(np.int32), 11).tolist() == class_pixels(labels, 11).tolist()
+    classes = [f"class{i}" for i in range(11)]
+    image = np.full((360, 480, 3), 255, np.uint8)
+    rows = draw_legend(image, labels, classes, palette_lut_bgr([(255, 255, 255)] * 11))
+    assert rows == ["class0", f"+3 under {LEGEND_MIN_PIXELS} px"]
+    assert draw_legend(image.copy(), labels, classes, palette_lut_bgr([(0, 0, 0)] * 11), min_pixels=1) == [
+        "class0", "class3", "class7", "class10"]
+
+
+def test_the_heads_up_line_shows_no_figure_before_it_is_measured():
+    """The first frames said "0.0 FPS": a rate needs two frames out, a capture-to-display time one."""
+    from edgeseg.video.pipeline import RunStats, hud_text
+
+    stats = RunStats()
+    stats.model_ms.add(41.0)  # the first frame's model time is known when it is drawn
+    assert hud_text(stats) == "-- FPS  model 41 ms  capture-to-display -- ms"
+    stats.done()
+    stats.latency_ms.add(60.0)
+    assert hud_text(stats).startswith("-- FPS") and "capture-to-display 60 ms" in hud_text(stats)
+    stats.first_done -= 0.1  # two frames out, 0.1 s apart: 10 frames a second
+    stats.done()
+    assert hud_text(stats).startswith("10.0 FPS") or hud_text(stats).startswith("9.9 FPS")

@@ -8,6 +8,7 @@ valid ModelMeta or an EdgesegError, nothing else.
 """
 
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -234,6 +235,25 @@ def test_damaged_protobuf_is_one_line(tmp_path):
     with pytest.raises(EdgesegError) as err:
         onnx_metadata(garbage)
     assert "garbage.onnx" in one_line(err)
+
+
+def test_a_damaged_onnx_file_is_called_unreadable_not_foreign(tmp_path, monkeypatch):
+    """A file cut short, zeros or nothing is "not a readable ONNX model", with or without the onnx package (a device
+    has none): never "not exported by edgeseg", which sends the user to re-export a model that was never the problem."""
+    good = write_onnx(tmp_path / "good.onnx", props_with()).read_bytes()
+    cases = {"cut.onnx": good[: len(good) // 2], "cut_early.onnx": good[:40], "zeros.onnx": bytes(64), "empty.onnx": b""}
+    for name, payload in cases.items():
+        (tmp_path / name).write_bytes(payload)
+    foreign = write_onnx(tmp_path / "foreign.onnx", {})  # sound ONNX, no edgeseg metadata: the other message
+    for with_onnx in (True, False):
+        if not with_onnx:
+            monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` fails, as on a device
+        for name in cases:
+            with pytest.raises(EdgesegError) as err:
+                onnx_metadata(tmp_path / name)
+            assert f"{name}: not a readable ONNX model" in one_line(err), with_onnx
+        with pytest.raises(EdgesegError, match="foreign.onnx: not exported by edgeseg"):
+            parse_meta(onnx_metadata(foreign), foreign)
 
 
 # --- the graph against its metadata ---------------------------------------------------------------

@@ -10,10 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import CLIP_FRAMES, ROOT, assert_one_line_error, decoded_frames, run_cli, wait_for
 from edgeseg.errors import EdgesegError
@@ -60,7 +62,7 @@ def test_cli_run_matches_predict_on_the_same_frames(model, clip, tmp_path):
     with Segmenter.load(model) as segmenter:  # only for its palette: the labels come from predict's PNGs
         for index in range(4):
             ours = cv2.imread(str(tmp_path / "run" / f"frame_{index:06d}.png")).astype(int)
-            labels = cv2.imread(str(tmp_path / "pred" / f"f{index}.png"), cv2.IMREAD_UNCHANGED)
+            labels = np.asarray(Image.open(tmp_path / "pred" / f"f{index}.png"))  # a palette PNG of class ids
             frame = cv2.imread(str(frames_dir / f"f{index}.png"))
             assert np.abs(ours - segmenter.overlay(frame, labels)).mean() < 0.5
 
@@ -178,6 +180,23 @@ def test_bad_sources_and_sinks_are_one_line(model, clip, tmp_path):
     for args, fragments in cases:
         assert_one_line_error(run_cli("run", model, *args, *no_screen), *fragments)
     assert not (tmp_path / "a.mp4").exists()
+
+
+def test_a_camera_node_that_is_missing_names_the_flag_it_came_from(model, tmp_path):
+    """`--source /dev/videoN` was answered with an error naming --camera, a flag the user never typed."""
+    node = next(f"/dev/video{n}" for n in range(9, 99) if not Path(f"/dev/video{n}").exists())
+    done = run_cli("run", model, "--source", node, "--out", tmp_path / "a.mp4", "--no-show")
+    assert_one_line_error(done, f"--source {node}", "no camera there")
+    assert "--camera" not in done.stderr
+
+
+def test_run_refuses_a_json_it_cannot_write_before_the_run(model, clip, tmp_path):
+    """--json used to be checked only when the whole run was over."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    done = run_cli("run", model, "--source", clip, "--out", tmp_path / "a.mp4", "--no-show", "--json", a_file / "s.json")
+    assert_one_line_error(done, f"--json {a_file / 's.json'}", "is a file, not a folder")
+    assert done.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
 def test_window_without_a_screen_is_one_line(model, clip):

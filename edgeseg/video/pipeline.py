@@ -451,7 +451,7 @@ class _Run:
                     continue
                 frame: Frame = result.tag  # type: ignore[assignment]
                 self.stats.model_ms.add(result.model_ms)
-                image = self.renderer.render(frame.image, result.labels, self._hud_text())
+                image = self.renderer.render(frame.image, result.labels, hud_text(self.stats))
                 for sink in self.displays:
                     sink.write(image)
                 self._hand_over((frame, image))
@@ -476,10 +476,6 @@ class _Run:
                 return
             except queue.Full:
                 continue
-
-    def _hud_text(self) -> str:
-        model, total = self.stats.model_ms.recent_mean(), self.stats.latency_ms.recent_mean()
-        return f"{self.stats.fps():.1f} FPS  model {model:.0f} ms  capture-to-display {total:.0f} ms"
 
     # --- writer thread: encoding and writing -----------------------------------------------
     def _write(self) -> None:
@@ -509,6 +505,15 @@ class _Run:
         return failure
 
 
+def hud_text(stats: RunStats) -> str:
+    """The heads-up line: FPS, model and capture-to-display latency; "--" for a figure not measured yet (FPS
+    needs two frames out, capture-to-display one), never a 0 that reads as a measurement."""
+    fps = f"{stats.fps():.1f}" if stats.processed >= 2 else "--"
+    model = f"{stats.model_ms.recent_mean():.0f}" if stats.model_ms.count else "--"
+    total = f"{stats.latency_ms.recent_mean():.0f}" if stats.latency_ms.count else "--"
+    return f"{fps} FPS  model {model} ms  capture-to-display {total} ms"
+
+
 def format_stats(report: dict) -> str:
     model, latency = report["model_latency_ms"], report["capture_to_display_ms"]
 
@@ -526,4 +531,4 @@ def format_stats(report: dict) -> str:
     ])
 
 
-__all__ = ["RunStats", "StreamingStats", "exit_code", "format_stats", "run_video"]
+__all__ = ["RunStats", "StreamingStats", "exit_code", "format_stats", "hud_text", "run_video"]

@@ -12,7 +12,7 @@ from edgeseg.meta import ModelMeta
 from edgeseg.runtime import visualize
 
 MODES = ("overlay", "mask", "side-by-side")
-FONT = cv2.FONT_HERSHEY_SIMPLEX
+FONT = visualize.FONT
 
 
 class Renderer:
@@ -57,27 +57,7 @@ class Renderer:
         return ~np.isin(labels, list(self.hidden))
 
     def _draw_legend(self, out: np.ndarray, labels: np.ndarray) -> None:
-        present = [c for c in present_classes(labels) if c < self.meta.num_classes and c not in self.hidden]
-        x = out.shape[1] - 150
-        for row, class_id in enumerate(present):
-            y = 32 + 18 * row  # below the heads-up line
-            cv2.rectangle(out, (x, y), (x + 14, y + 14), tuple(int(v) for v in self.lut[class_id]), -1)
-            _text(out, self.meta.classes[class_id], (x + 20, y + 12), scale=0.45)
-
-
-def present_classes(labels: np.ndarray) -> list[int]:
-    """The class ids that occur in a label map, ascending.
-
-    With every id below 16 (a model's own labels, usually) each pixel sets its class's bit in one
-    OR over the map: 0.03 ms at 360x480, against 0.35 for OpenCV's histogram.
-    """
-    if labels.dtype != np.uint8:
-        return [int(c) for c in np.flatnonzero(np.bincount(labels.ravel(), minlength=256))]
-    if labels.size and cv2.minMaxLoc(labels)[1] < 16:
-        bits = int(np.bitwise_or.reduce(np.left_shift(np.uint16(1), labels, dtype=np.uint16), axis=None))
-        return [c for c in range(16) if bits >> c & 1]
-    counts = cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel()
-    return [int(c) for c in np.flatnonzero(counts)]
+        visualize.draw_legend(out, labels, self.meta.classes, self.lut, self.hidden, top=28)  # below the heads-up line
 
 
 def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.55) -> None:

@@ -212,8 +212,10 @@ def _images(uri: str) -> list[Path]:
 
 
 def _cannot_open(uri: str, is_live: bool) -> str:
-    if uri.isdigit() or uri.startswith("/dev/video"):
+    if uri.isdigit():  # what --camera N passes
         return f"--camera {uri}: no camera there; list cameras with `ls /dev/video*` and pass an index that exists"
+    if uri.startswith("/dev/video"):
+        return f"--source {uri}: no camera there; list cameras with `ls /dev/video*` and pass one that exists"
     if uri.startswith(NETWORK_SCHEMES):
         return f"{uri}: cannot open the stream within {OPEN_TIMEOUT_MS // 1000} s; check the URL, the network and that the server is up"
     return f"{uri}: OpenCV cannot open it; pass a video file, an image folder, a camera or a URL"

@@ -56,6 +56,13 @@ def runs_on_cpu(path: str | Path, backend: str = "auto", device: str | None = No
     return "threads" in _REGISTRY[_choose(Path(path), backend)][3] and (device or "cpu").split(":")[0] == "cpu"
 
 
+def backend_for(path: str | Path, backend: str = "auto") -> str | None:
+    """The backend that ``backend`` (a name or auto) would open ``path`` with, by its suffix; None when it opens none such."""
+    suffix = Path(path).suffix.lower()
+    names = backend_names() if backend == "auto" else (backend,)
+    return next((name for name in names if name in _REGISTRY and suffix in _REGISTRY[name][2]), None)
+
+
 def _choose(path: Path, backend: str) -> str:
     if backend != "auto":
         if backend not in _REGISTRY:
@@ -68,4 +75,4 @@ def _choose(path: Path, backend: str) -> str:
     raise EdgesegError(f"{path}: no backend opens {path.suffix or 'files without a suffix'}; pass one of {', '.join(known)}")
 
 
-__all__ = ["Backend", "TensorInfo", "backend_names", "backend_options", "open_backend", "runs_on_cpu"]
+__all__ = ["Backend", "TensorInfo", "backend_for", "backend_names", "backend_options", "open_backend", "runs_on_cpu"]

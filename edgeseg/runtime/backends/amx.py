@@ -5,10 +5,15 @@ its "symmetric" convolution kernels, which use AVX-512 VNNI even where the CPU h
 general quantized GEMM (im2col, then GEMM) dispatches to AMX. Storing the same weights with
 zero-point -1 (every stored value minus one) changes no dequantized value, so no output changes
 by a single bit, and moves the convolution onto the AMX GEMM. The file on disk keeps the
-standard symmetric form; this rewrite happens in memory, only on a CPU with AMX-INT8.
+standard symmetric form; this rewrite happens in memory, only on a CPU with AMX-INT8, and only
+when asked for (``amx=True``, or ``EDGESEG_ORT_AMX=1`` for the CLI): the backend keeps its name
+``onnxruntime`` and reports ``variant`` "amx".
 
-Measured with `python benchmarks/export_int8.py` (2-core AMX Xeon, 2 threads, 360x480): the
-reference model's CPU-form INT8 runs at 0.33x of FP32 without this rewrite and 0.27x with it.
+Why opt-in: the measurements disagree. `python benchmarks/export_int8.py` on one 2-core AMX Xeon
+(2 threads, 360x480) gave the reference model's CPU-form INT8 0.33x of FP32 without the rewrite
+and 0.27x with it; a later check on an AMX-INT8 Xeon (issue 23: 12 interleaved rounds, 2 threads,
+360x480) found no gain, median 74.8 ms with it against 74.1 ms without. Until it is measured on
+more CPUs (`python benchmarks/export_int8.py` times it on and off, interleaved) it stays off.
 """
 
 from __future__ import annotations

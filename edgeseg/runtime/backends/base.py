@@ -23,6 +23,7 @@ class Backend(ABC):
     """Runs a preprocessed NCHW float32 batch; returns logits (N,C,H,W) or labels (N,H,W uint8)."""
 
     name: str = "backend"
+    variant: str = ""  # how it runs this model when that differs from its plain way (onnxruntime "amx", openvino "bf16")
     meta: ModelMeta
     output_kind: str = "logits"  # or "labels" when argmax is inside the model
     device: str = "cpu"  # where it runs: cpu, cuda:N

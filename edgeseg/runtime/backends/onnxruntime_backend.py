@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +19,7 @@ PROVIDERS = {
     "cuda": ("CUDAExecutionProvider", "pip install 'edgeseg[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU"),
     "tensorrt": ("TensorrtExecutionProvider", "onnxruntime-gpu built with TensorRT, and TensorRT itself"),
 }
+AMX_ENV = "EDGESEG_ORT_AMX"  # "1" turns the AMX rewrite on for every command (amx=None)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -40,11 +42,13 @@ class OnnxRuntimeBackend(Backend):
         path: Path,
         device: str | None = None,
         threads: int | None = None,
-        amx: bool = True,
+        amx: bool | None = None,
         spin: bool = True,
         early_exit: bool = True,
     ) -> "OnnxRuntimeBackend":
-        """``amx``: on a CPU with AMX-INT8, move large int8 convolutions onto AMX (bit-identical; see amx.py).
+        """``amx``: on a CPU with AMX-INT8, move large int8 convolutions onto AMX (bit-identical; see amx.py); the
+        backend's ``variant`` is then "amx". Off unless asked for (True, or None and EDGESEG_ORT_AMX=1): the one
+        measurement on an AMX CPU found no gain (see amx.py), and one CPU is not enough to turn it on for all.
         ``spin=False``: idle intra-op threads sleep rather than spin, for loops that share the CPU.
         ``early_exit``: on the CPU, ``infer_for_labels`` runs a second session, of the graph without its
         last upsample (see early_exit.py); it needs the onnx package, and without it labels come from the
@@ -53,14 +57,15 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime as ort
         except ImportError:
             raise EdgesegError(f"{path}: ONNX Runtime is not installed; {PROVIDERS['cpu'][1]}") from None
-        session, on_amx, early_session = _open_sessions(ort, Path(path), device or "cpu", threads, amx, spin, early_exit)
+        wanted = amx if amx is not None else os.environ.get(AMX_ENV, "").strip() == "1"
+        session, on_amx, early_session = _open_sessions(ort, Path(path), device or "cpu", threads, wanted, spin, early_exit)
         meta, extras = parse_meta(session.get_modelmeta().custom_metadata_map, path)
         check_graph_io(_io(session.get_inputs()), _io(session.get_outputs()), meta, extras["output_kind"], path)
         batch_dim = session.get_inputs()[0].shape[0]
         fixed_batch = batch_dim if isinstance(batch_dim, int) else None
         backend = cls(session, meta, extras["output_kind"], fixed_batch, early_session)
         if on_amx:
-            backend.name = "onnxruntime+amx"  # shows in bench tables which sessions were rewritten
+            backend.variant = "amx"  # bench tables and verify reports show which sessions were rewritten
         return backend
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

@@ -43,7 +43,7 @@ class OpenVinoBackend(Backend):
         self.max_batch = fixed_batch or 1 << 16
         self.precision = precision
         if precision != "f32":
-            self.name = f"openvino+{precision}"  # shows in bench tables
+            self.variant = precision  # bench tables and verify reports show it beside the backend's name
 
     @classmethod
     def load(
