@@ -22,6 +22,7 @@ def test_torch_free_modules_import_without_torch():
         "import edgeseg.data, edgeseg.metrics, edgeseg.evaluate, edgeseg.runtime, edgeseg.meta, edgeseg.cli\n"
         "import edgeseg.bench, edgeseg.sysinfo, edgeseg.fidelity, edgeseg.calibration, edgeseg.engine_manifest\n"
         "import edgeseg.runtime.backends.tensorrt_backend, edgeseg.runtime.backends.onnxruntime_backend\n"
+        "import edgeseg.video.live, edgeseg.report, edgeseg.verify\n"
         "assert 'torch' not in sys.modules\n"
         "import numpy as np\n"
         "from edgeseg.runtime.preprocess import Preprocessor\n"
