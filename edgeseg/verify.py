@@ -53,6 +53,7 @@ class VerifyReport:
     backend: str
     seconds: float
     extra: Dict[str, Any] = field(default_factory=dict)
+    confusion: Optional[np.ndarray] = None  # rows: the reference's labels, columns: the model's (not in to_dict)
 
     @property
     def passed(self) -> bool:
@@ -84,8 +85,9 @@ def run_verify(
     backend: str = "auto",
     device: Optional[str] = None,
     threads: Optional[int] = None,
+    report_path: Optional[Path] = None,
 ) -> VerifyReport:
-    """Check, run, print the table and write --json; the caller turns a failed report into exit 1."""
+    """Check, run, print the table and write --json (and --report); the caller turns a failed report into exit 1."""
     from edgeseg.runtime import Segmenter
 
     model = Path(model)
@@ -106,6 +108,7 @@ def run_verify(
         _check_compatible(model, bundle, tuple(meta.input_size), meta.num_classes)
         report = compare(segmenter, verify_set, model, facts.precision, threshold)
         report.backend = segmenter.backend.name
+        pictures = _worst_pictures(segmenter, verify_set, report) if report_path is not None else []
     report.seconds = time.perf_counter() - start
     report.threshold_from = "bundle" if min_agreement is None else "--min-agreement"
     report.extra = {"bundle": str(bundle.root), "model_sha256": file_sha256(model), "dataset": verify_set.dataset,
@@ -113,7 +116,28 @@ def run_verify(
     print(format_report(report, verify_set))
     if json_path is not None:
         write_json(json_path, report.to_dict())
+    if report_path is not None:
+        from edgeseg.report import Legend, verify_page, write_report
+
+        page = verify_page(report.to_dict(), bundle.manifest, Legend(meta.classes, meta.palette), report.confusion, pictures)
+        write_report(report_path, page)
+        print(f"report: {report_path}")
     return report
+
+
+def _worst_pictures(segmenter, verify_set: VerifySet, report: VerifyReport) -> list:
+    """The least agreeing verify images, run again, for the report (3 more inferences)."""
+    from edgeseg.report import worst_image
+
+    items = {item.image.name: item for item in verify_set.items}
+    pictures = []
+    for entry in report.worst_images():
+        item = items[entry["image"]]
+        picture = _read(item.image, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        title = f"{entry['image']}: {100 * entry['agreement']:.2f} % of pixels agree"
+        pictures.append(worst_image(title, picture, _read(item.reference, cv2.IMREAD_UNCHANGED), segmenter.segment(picture),
+                                    segmenter.lut_bgr))  # fmt: skip
+    return pictures
 
 
 def compare(segmenter, verify_set: VerifySet, model: Path, precision: str, threshold: float) -> VerifyReport:
@@ -137,7 +161,7 @@ def compare(segmenter, verify_set: VerifySet, model: Path, precision: str, thres
         pixel_agreement=agree / max(total, 1), miou_vs_reference=metrics.miou,
         class_iou={name: _finite(iou) for name, iou in zip(classes, metrics.iou)},
         reference_pixels={name: int(count) for name, count in zip(classes, metrics.gt_pixels)},
-        images=images, backend="", seconds=0.0,
+        images=images, backend="", seconds=0.0, confusion=confusion.matrix.copy(),
     )  # fmt: skip
 
 
