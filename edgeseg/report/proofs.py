@@ -73,7 +73,7 @@ def export_page(bundle_dir: Path, legend: Legend, worst: Sequence[WorstImage] = 
     manifest = _read_json(bundle_dir / "export.json") or {}
     parity = _read_json(bundle_dir / "parity.json")
     fidelity = _read_json(bundle_dir / "fidelity.json")
-    page = Page(f"edgeseg export: {Path(str(manifest.get('checkpoint', '?'))).name}", str(bundle_dir.name))
+    page = Page(f"edgeseg export: {Path(str(manifest.get('checkpoint', '?'))).name}", "the deployment bundle's proofs")
     page.add("Model", _model_table(manifest), class_legend(legend.classes, legend.colours))
     page.add("Every precision against the reference", _precision_table(manifest, parity, fidelity))
     if fidelity and fidelity.get("models"):

@@ -251,7 +251,8 @@ class LiveSink(VideoSink):
         if self.newest.closed:
             return
         self.newest.close()
-        self.server.shutdown()  # the accept loop ends within POLL_S
+        if self._thread.is_alive():  # shutdown() would wait for ever for a loop that is not running
+            self.server.shutdown()  # the accept loop ends within POLL_S
         self.server.cut_connections()
         self.server.server_close()
         self._thread.join(timeout=1.0)
@@ -364,7 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _refused(self) -> bool:
         """403 for a Host that is not loopback (on a loopback server) or a missing or wrong token."""
         sink = self.server.sink
-        if sink.address.loopback and not _loopback_host(self.headers.get("Host", ""), sink.port):
+        if sink.address.loopback and not _loopback_host(self.headers.get("Host", "")):
             self._error(403, "forbidden: this live view answers only requests addressed to this machine's loopback")
             return True
         if sink.token is not None:
@@ -458,10 +459,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Referrer-Policy", "no-referrer")
 
 
-def _loopback_host(header: str, port: int) -> bool:
-    """Whether a Host header names this server on loopback (what a browser sends for http://127.0.0.1:PORT/)."""
+def _loopback_host(header: str) -> bool:
+    """Whether a Host header names loopback (what a browser sends for http://127.0.0.1:PORT/). Any port:
+    an SSH tunnel may forward another port of the laptop to this one."""
     value = header.strip().lower()
-    return any(value in (name, f"{name}:{port}") for name in ("localhost", "127.0.0.1", "[::1]"))
+    host, _, port = value.rpartition(":") if not value.endswith("]") else ("", "", "")
+    if not (host and port.isdigit()):
+        host = value
+    return host in ("localhost", "127.0.0.1", "[::1]")
 
 
 # --- the page -------------------------------------------------------------------------------
