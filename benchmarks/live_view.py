@@ -71,7 +71,8 @@ def main() -> None:
               "ratio": statistics.median(r["fps"] for r in runs[name]) / base,
               "frames_seen": [r["frames_seen"] for r in runs[name]], "dropped": [r["dropped"] for r in runs[name]]}
              for name, count, stalled in CASES]  # fmt: skip
-    report = {"model": shown(args.model), "clip": shown(clip), "threads": args.threads, "frames": args.frames,
+    clip_name = shown(clip) if clip == args.clip else "CamVid 0006R0, 101 frames (scripts/make_clip.py)"
+    report = {"model": shown(args.model), "clip": clip_name, "threads": args.threads, "frames": args.frames,
               "rounds": args.rounds, "baseline": BASELINE, "cases": cases, "machine": machine(args.threads)}  # fmt: skip
     save_json("live_view_cpu.json", report)
     markdown = render(report)
