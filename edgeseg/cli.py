@@ -109,10 +109,12 @@ def eval_(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="Compare with this reference model (e.g. the .pt it came from): deltas, agreement, worst images."),
     worst: int = typer.Option(4, "--worst", min=0, max=1000, help="With --reference: save this many most-different images side by side (in MODEL_NAME.worst/ beside --json)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the scores, per-class IoU, confusion matrix (and with --reference the most different images) as one self-contained .html page."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help=EXIST_OK_HELP),
 ) -> None:
     """Score a model on a labelled split: mIoU, per-class IoU, pixel and mean accuracy."""
     from edgeseg.commands import eval_outputs, plot_folder, run_eval, run_eval_splits, run_fidelity, worst_folder
+    from edgeseg.report import check_report_name
 
     splits = _split(split) or ()
     if len(splits) > 1 and reference is not None:
@@ -121,14 +123,15 @@ def eval_(
         raise EdgesegError(f"--plots {plots}: --reference draws no plots (its pictures go beside --json); leave --plots out")
     folder = plot_folder(plots, json_path) if reference is None else None
     worst_images = worst_folder(model, json_path, worst) if reference is not None else None
-    check_outputs(eval_outputs(json_path, plots, folder, splits, worst_images), exist_ok,
+    check_outputs({**eval_outputs(json_path, plots, folder, splits, worst_images), "--report": report}, exist_ok,
                   inputs={"MODEL": model, "--reference": reference}, folders={"--json (worst images)"})  # fmt: skip
+    check_report_name(report)
     if len(splits) > 1:
-        run_eval_splits(model, data, splits, json_path, folder, backend, device, limit)
+        run_eval_splits(model, data, splits, json_path, folder, backend, device, limit, report_path=report)
     elif reference is not None:
-        run_fidelity(model, reference, data, split, json_path, backend, device, limit, worst)
+        run_fidelity(model, reference, data, split, json_path, backend, device, limit, worst, report_path=report)
     else:
-        run_eval(model, data, split, json_path, folder, backend, device, limit)
+        run_eval(model, data, split, json_path, folder, backend, device, limit, report_path=report)
 
 
 @app.command()
@@ -262,18 +265,21 @@ def verify_(
     backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="CPU threads for the backend."),
+    report_path: Optional[Path] = typer.Option(None, "--report", help="Write the result, per-class IoU, confusion matrix and least agreeing images (of every model verified) as one self-contained .html page."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help=EXIST_OK_HELP),
 ) -> None:
     """Check a deployed model (or every model of a bundle) against the PyTorch reference labels in its bundle; exit 1 below the threshold."""
+    from edgeseg.report import check_report_name
     from edgeseg.verify import failure_line, run_verify, run_verify_bundle
 
-    check_outputs({"--json": json_path}, exist_ok, inputs={"MODEL": model, "--bundle": bundle})
+    check_outputs({"--json": json_path, "--report": report_path}, exist_ok, inputs={"MODEL": model, "--bundle": bundle})
+    check_report_name(report_path)
     if model.is_dir():
         if bundle is not None:
             raise EdgesegError(f"--bundle {bundle}: MODEL {model} is a bundle folder already; pass the folder once")
-        reports = run_verify_bundle(model, json_path, min_agreement, backend, device, threads)
+        reports = run_verify_bundle(model, json_path, min_agreement, backend, device, threads, report_path)
     else:
-        reports = [run_verify(model, bundle, json_path, min_agreement, backend, device, threads)]
+        reports = [run_verify(model, bundle, json_path, min_agreement, backend, device, threads, report_path)]
     failed = [report for report in reports if not report.passed]
     for report in failed:
         typer.echo(failure_line(report), err=True)
@@ -330,7 +336,7 @@ def run_(
     model: Path = typer.Argument(..., help="Model file (.pt, .onnx, .engine)."),
     camera: Optional[int] = typer.Option(None, "--camera", min=0, help="OpenCV camera index."),
     source: Optional[str] = typer.Option(None, "--source", help="/dev/videoN, csi://N, a video file, an image folder or glob, rtsp:// or http:// URL, or a GStreamer pipeline."),
-    out: Optional[List[str]] = typer.Option(None, "--out", help="Output: a .mp4/.avi file or a folder; repeat for several."),
+    out: Optional[List[str]] = typer.Option(None, "--out", help="Output: a .mp4/.avi file, a folder, or http://HOST:PORT for a live view in a browser (loopback by default; any other address needs the printed token); repeat for several."),
     show: Optional[bool] = typer.Option(None, "--show/--no-show", help="Show a window (default: on when there is no --out)."),
     mode: str = typer.Option("overlay", "--mode", help="overlay, mask or side-by-side."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity."),
@@ -352,7 +358,7 @@ def run_(
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace an existing --out video (when the new one is finished) or --json; delete an --out folder's old frame_*.png first."),
     segment: Optional[float] = typer.Option(None, "--segment", min=1.0, max=86400.0, help="Cut video --out files into files of this many seconds (NAME_0000.mp4, ...): flat memory on recordings of days."),
 ) -> None:
-    """Live segmentation of a camera, file, folder or stream into a window, video files or folders.
+    """Live segmentation of a camera, file, folder or stream into a window, video files, folders or a browser.
 
     SIGINT, SIGTERM and SIGHUP end it like q: every recording is closed under its final name.
     Exit code: 0 at the end of the input, on q or --max-frames; 130 SIGINT, 143 SIGTERM, 129 SIGHUP;

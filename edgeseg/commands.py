@@ -52,6 +52,7 @@ def run_eval(
     backend: str = "auto",
     device: str | None = None,
     limit: int | None = None,
+    report_path: Path | None = None,
 ) -> dict:
     from edgeseg.data import SegmentationData, resolve_dataset
     from edgeseg.evaluate import evaluate
@@ -61,7 +62,8 @@ def run_eval(
     dataset = SegmentationData(resolve_dataset(data), split)
     with Segmenter.load(model, backend=backend, device=device) as segmenter:
         result = evaluate(segmenter, dataset, limit=limit)
-    report = {"model": str(model), "dataset": dataset.spec.name, "split": split, **result.to_dict()}
+    report = {"model": str(model), "dataset": dataset.spec.name, "split": split, **result.to_dict(),
+              "confusion_matrix": result.confusion.matrix.tolist()}  # fmt: skip
     print(f"{model} on {dataset.spec.name} {split} ({result.num_images} images)")
     print(format_table(result.metrics, result.class_names))
     if plots is not None:
@@ -69,6 +71,7 @@ def run_eval(
     if json_path is not None:
         write_json(json_path, report)
         print(f"metrics: {json_path}")
+    _write_eval_report(report_path, report, dataset.spec)
     return report
 
 
@@ -81,6 +84,7 @@ def run_eval_splits(
     backend: str = "auto",
     device: str | None = None,
     limit: int | None = None,
+    report_path: Path | None = None,
 ) -> dict:
     """``eval --split a,b``: each split's table, then a summary row per split; --json holds the reports by split.
     ``plots``: the folder that gets a subfolder of plots per split (None: no plots)."""
@@ -105,12 +109,27 @@ def run_eval_splits(
     if json_path is not None:
         write_json(json_path, combined)
         print(f"metrics: {json_path}")
+    _write_eval_report(report_path, combined, spec)
     return combined
 
 
 def _short(model: Path) -> str:
     """The model's file and folder, e.g. reference/best.pt: a plot's title, where best.pt alone says little."""
     return "/".join(Path(model).absolute().parts[-2:])
+
+
+def _write_eval_report(path: Path | None, report: dict, spec) -> None:
+    """``eval --report``: the scores, per-class IoU and confusion matrix of each split on one page."""
+    if path is None:
+        return
+    import numpy as np
+
+    from edgeseg.report import Legend, eval_page, write_report
+
+    splits = report.get("splits") or {report["split"]: report}
+    confusions = {name: np.array(split["confusion_matrix"]) for name, split in splits.items()}
+    write_report(path, eval_page(report, Legend(spec.classes, spec.palette), confusions))
+    print(f"report: {path}")
 
 
 def _percent(value: float | None) -> str:
@@ -127,10 +146,11 @@ def run_fidelity(
     device: str | None = None,
     limit: int | None = None,
     worst: int = 4,
+    report_path: Path | None = None,
 ) -> dict:
     """``eval MODEL --reference REF``: both against ground truth, and MODEL against REF's predictions."""
     from edgeseg.data import SegmentationData, resolve_dataset
-    from edgeseg.fidelity import compare_to_reference, format_fidelity, reference_predictions, save_worst_images
+    from edgeseg.fidelity import compare_to_reference, format_fidelity, reference_predictions, save_worst_images, worst_pictures
     from edgeseg.runtime import Segmenter
 
     dataset = SegmentationData(resolve_dataset(data), split)
@@ -144,6 +164,7 @@ def run_fidelity(
             for old in folder.glob("worst_*.jpg") if folder.is_dir() else ():  # --exist-ok: never mixed with new ones
                 old.unlink()
             images = save_worst_images(result, deployed, ref, dataset, folder)
+        pictures = worst_pictures(result, deployed, ref, dataset) if report_path is not None else []
     class_names = tuple(dataset.spec.classes)
     print(f"{model} against {reference} on {dataset.spec.name} {split} ({result.num_images} images)")
     print(format_fidelity([result], class_names))
@@ -154,6 +175,11 @@ def run_fidelity(
     if json_path is not None:
         write_json(json_path, report)
         print(f"fidelity: {json_path}")
+    if report_path is not None:
+        from edgeseg.report import Legend, fidelity_page, write_report
+
+        write_report(report_path, fidelity_page(report, Legend(dataset.spec.classes, dataset.spec.palette), pictures))
+        print(f"report: {report_path}")
     return report
 
 

@@ -10,6 +10,7 @@
   verify/                val images and the PyTorch reference's labels, for `edgeseg verify` (edgeseg/bundle.py)
   export.json            the bundle manifest: what was made, from what, sha256s, what runs each file,
                          verify thresholds, build defaults, settings and timings
+  report.html            all of the above on one page, with the worst images (edgeseg/report/)
 
 Everything is written into a hidden folder beside DIR and moved in only when every step
 succeeded, so a failed or interrupted export leaves nothing partial in DIR.
@@ -42,6 +43,7 @@ from edgeseg.onnx_meta import PRECISIONS, meta_properties, write_meta
 from edgeseg.quantize import DEFAULT_METHOD, DEFAULT_PERCENTILE
 
 DEFAULT_TRT_VERSION = "10.3.0"  # JetPack 6.1/6.2
+REPORT_WORST = 2  # most different images per deployed model in report.html
 
 
 @dataclass
@@ -161,6 +163,7 @@ class _Export:
         self.report: dict[str, Any] = {}
         self.reference = None  # the fidelity step's PyTorch predictions, reused for the verify set
         self.verify_entry: dict[str, Any] | None = None
+        self.worst_pictures: list = []  # for report.html: the most different images of each model but FP32
 
     def path(self, suffix: str) -> Path:
         return self.staging / f"{self.opts.name}.{suffix}"
@@ -183,6 +186,7 @@ class _Export:
             self._timed("verify_set", self.verify_set)
         self.seconds["total"] = time.perf_counter() - start
         self.write_manifest(parity, fidelity)
+        self.write_report()
         return ExportResult(fp32, self.staging / "parity.json" if parity else None, parity, dict(self.files), fidelity)
 
     def _timed(self, step: str, func, *args):
@@ -285,7 +289,7 @@ class _Export:
         return report["kept_in_float"]
 
     def fidelity(self) -> list[dict]:
-        from edgeseg.fidelity import compare_to_reference, format_fidelity, reference_predictions
+        from edgeseg.fidelity import compare_to_reference, format_fidelity, reference_predictions, worst_pictures
         from edgeseg.runtime import Segmenter
         from edgeseg.runtime.backends.torch_backend import TorchBackend
         from edgeseg.data import SegmentationData, resolve_dataset
@@ -299,6 +303,8 @@ class _Export:
             if key in self.files:
                 with Segmenter.load(self.files[key]) as deployed:
                     results.append(compare_to_reference(deployed, reference, data, self.files[key].name))
+                    if key != "fp32":
+                        self.worst_pictures += worst_pictures(results[-1], deployed, reference, data, REPORT_WORST)
         print(format_fidelity(results, tuple(data.spec.classes)))
         reports = [r.to_dict(tuple(data.spec.classes)) for r in results]
         write_json(self.staging / "fidelity.json", {"dataset": data.spec.name, "split": data.split, "models": reports})
@@ -343,6 +349,14 @@ class _Export:
             "seconds": self.seconds, **self.report, **self._bundle_keys(),
         }  # fmt: skip
         write_json(self.staging / "export.json", manifest)
+
+    def write_report(self) -> None:
+        """report.html: the bundle's JSON proofs on one page, read back from the staging folder."""
+        from edgeseg.report import Legend, export_page, write_report
+
+        page = export_page(self.staging, Legend(self.meta.classes, self.meta.palette), self.worst_pictures)
+        write_report(self.staging / "report.html", page)
+        print("report: report.html (open it in a browser)")
 
     def _bundle_keys(self) -> dict[str, Any]:
         """What makes the export folder a deployment bundle (edgeseg/bundle.py reads it)."""

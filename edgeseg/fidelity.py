@@ -40,6 +40,7 @@ class FidelityResult:
     pixel_agreement: float
     num_images: int
     worst: list[tuple[float, int]] = field(default_factory=list)  # (disagreement, image index), worst first
+    confusion: np.ndarray | None = None  # the model against the ground truth: pixel counts, rows = ground truth
 
     def miou_delta(self) -> float:
         return self.model_metrics.miou - self.reference_metrics.miou
@@ -63,6 +64,7 @@ class FidelityResult:
             "model_metrics": self.model_metrics.to_dict(class_names),
             "reference_metrics": self.reference_metrics.to_dict(class_names),
             "most_different_images": [{"index": i, "disagreement": d} for d, i in self.worst],
+            **({"confusion_matrix": self.confusion.tolist()} if self.confusion is not None else {}),
         }
 
 
@@ -95,7 +97,7 @@ def compare_to_reference(
     return FidelityResult(
         model=name, reference=reference.name, model_metrics=against_gt.compute(), reference_metrics=reference.metrics,
         agreement_metrics=against_ref.compute(), pixel_agreement=agree / max(total, 1), num_images=len(reference.labels),
-        worst=sorted(worst, reverse=True),
+        worst=sorted(worst, reverse=True), confusion=against_gt.matrix.copy(),
     )  # fmt: skip
 
 
@@ -115,16 +117,35 @@ def save_worst_images(
     from edgeseg.images import write_image
 
     written = []
-    for rank, (_, index) in enumerate(result.worst):
-        image = cv2.cvtColor(data.read_image(index), cv2.COLOR_RGB2BGR)
-        ref_labels = reference.labels[index]
-        model_labels = cv2.resize(model.segment(image), ref_labels.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    for rank, (index, image, ref_labels, model_labels) in enumerate(_worst_labels(result, model, reference, data)):
         diff = np.where(ref_labels != model_labels, 255, 0).astype(np.uint8)
         panel = visualize.side_by_side(
             image, model.colorize(ref_labels), model.colorize(model_labels), cv2.cvtColor(diff, cv2.COLOR_GRAY2BGR)
         )
         written.append(write_image(folder / f"worst_{rank + 1}_{data.pairs[index][0].stem}.jpg", panel))
     return written
+
+
+def worst_pictures(result: FidelityResult, model: Segmenter, reference: ReferencePredictions, data: SegmentationData,
+                   count: int | None = None) -> list:  # fmt: skip
+    """The most different images for a report (edgeseg.report.WorstImage), worst first."""
+    from edgeseg.report import worst_image
+
+    pictures = []
+    for index, image, ref_labels, model_labels in _worst_labels(result, model, reference, data, count):
+        title = f"{Path(result.model).name}: {data.pairs[index][0].stem}"
+        pictures.append(worst_image(title, image, ref_labels, model_labels, model.lut_bgr))
+    return pictures
+
+
+def _worst_labels(result: FidelityResult, model: Segmenter, reference: ReferencePredictions, data: SegmentationData,
+                  count: int | None = None):  # fmt: skip
+    """(index, BGR image, reference labels, model labels) of the worst images, worst first."""
+    for _, index in result.worst[:count]:
+        image = cv2.cvtColor(data.read_image(index), cv2.COLOR_RGB2BGR)
+        ref_labels = reference.labels[index]
+        model_labels = cv2.resize(model.segment(image), ref_labels.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        yield index, image, ref_labels, model_labels
 
 
 def format_fidelity(results: list[FidelityResult], class_names: tuple[str, ...]) -> str:

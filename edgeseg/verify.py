@@ -56,6 +56,9 @@ class VerifyReport:
     seconds: float
     variant: str = ""  # the backend's variant ("amx", "bf16"), beside its name
     extra: Dict[str, Any] = field(default_factory=dict)
+    confusion: Optional[np.ndarray] = None  # rows: the reference's labels, columns: the model's (not in to_dict)
+    pictures: List[Any] = field(default_factory=list)  # the least agreeing images, for --report (not in to_dict)
+    legend: Optional[tuple] = None  # (classes, palette) of the model, for --report
 
     @property
     def passed(self) -> bool:
@@ -88,17 +91,20 @@ def run_verify(
     backend: str = "auto",
     device: Optional[str] = None,
     threads: Optional[int] = None,
+    report_path: Optional[Path] = None,
 ) -> VerifyReport:
-    """Check, run, print the table and write --json; the caller turns a failed report into exit 1."""
+    """Check, run, print the table and write --json and --report; the caller turns a failed report into exit 1."""
     model = Path(model)
     if not model.is_file():
         raise EdgesegError(f"{model}: no such model file; check the path")
     _check_min_agreement(min_agreement)
     bundle = _bundle_for(model, bundle_dir)
     facts = _checked_facts(model, bundle)
-    report = _verify_one(model, facts, bundle, bundle.verify_set(), min_agreement, _Run(backend, device, threads))
+    run = _Run(backend, device, threads, pictures=report_path is not None)
+    report = _verify_one(model, facts, bundle, bundle.verify_set(), min_agreement, run)
     if json_path is not None:
         write_json(json_path, report.to_dict())
+    _write_report(report_path, [report], bundle)
     return report
 
 
@@ -109,6 +115,7 @@ def run_verify_bundle(
     backend: str = "auto",
     device: Optional[str] = None,
     threads: Optional[int] = None,
+    report_path: Optional[Path] = None,
 ) -> List[VerifyReport]:
     """``verify BUNDLE``: every model of the bundle (``bundle_models``), each checked before any runs;
     --json holds ``{"bundle", "passed", "models": [one report per model]}``."""
@@ -117,7 +124,7 @@ def run_verify_bundle(
     models = bundle_models(bundle, backend)
     facts = [_checked_facts(model, bundle) for model in models]
     verify_set = bundle.verify_set()
-    run = _Run(backend, device, threads)
+    run = _Run(backend, device, threads, pictures=report_path is not None)
     reports = [_verify_one(model, fact, bundle, verify_set, min_agreement, run) for model, fact in zip(models, facts)]
     if len(reports) > 1:
         print("\n".join(f"{'PASSED' if r.passed else 'FAILED'}  {r.model} ({r.precision}): pixel agreement "
@@ -125,7 +132,20 @@ def run_verify_bundle(
     if json_path is not None:
         write_json(json_path, {"bundle": str(bundle.root), "passed": all(r.passed for r in reports),
                                "models": [r.to_dict() for r in reports]})  # fmt: skip
+    _write_report(report_path, reports, bundle)
     return reports
+
+
+def _write_report(path: Optional[Path], reports: List[VerifyReport], bundle: Bundle) -> None:
+    """``--report``: every verified model on one page."""
+    if path is None:
+        return
+    from edgeseg.report import Legend, VerifiedModel, verify_page, write_report
+
+    classes, palette = reports[0].legend or ((), ())  # set by _verify_one whenever a report is asked for
+    models = [VerifiedModel(r.to_dict(), r.confusion, r.pictures) for r in reports]
+    write_report(path, verify_page(models, bundle.manifest, Legend(classes, palette)))
+    print(f"report: {path}")
 
 
 def bundle_models(bundle: Bundle, backend: str = "auto") -> List[Path]:
@@ -158,6 +178,7 @@ class _Run:
     backend: str
     device: Optional[str]
     threads: Optional[int]
+    pictures: bool = False  # the least agreeing images, for --report
 
 
 def _check_min_agreement(min_agreement: Optional[float]) -> None:
@@ -187,12 +208,30 @@ def _verify_one(model: Path, facts: ModelFacts, bundle: Bundle, verify_set: Veri
         _check_compatible(model, bundle, tuple(meta.input_size), meta.num_classes)
         report = compare(segmenter, verify_set, model, facts.precision, threshold)
         report.backend, report.variant = segmenter.backend.name, segmenter.backend.variant
+        if run.pictures:
+            report.pictures = _worst_pictures(segmenter, verify_set, report)
+            report.legend = (tuple(meta.classes), tuple(meta.palette))
     report.seconds = time.perf_counter() - start
     report.threshold_from = "bundle" if min_agreement is None else "--min-agreement"
     report.extra = {"bundle": str(bundle.root), "model_sha256": file_sha256(model), "dataset": verify_set.dataset,
                     "split": verify_set.split, "reference": verify_set.reference}  # fmt: skip
     print(format_report(report, verify_set))
     return report
+
+
+def _worst_pictures(segmenter, verify_set: VerifySet, report: VerifyReport) -> list:
+    """The least agreeing verify images, run again, for the report (3 more inferences)."""
+    from edgeseg.report import worst_image
+
+    items = {item.image.name: item for item in verify_set.items}
+    pictures = []
+    for entry in report.worst_images():
+        item = items[entry["image"]]
+        picture = _read(item.image, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        title = f"{entry['image']}: {100 * entry['agreement']:.2f} % of pixels agree"
+        pictures.append(worst_image(title, picture, _read(item.reference, cv2.IMREAD_UNCHANGED), segmenter.segment(picture),
+                                    segmenter.lut_bgr))  # fmt: skip
+    return pictures
 
 
 def compare(segmenter, verify_set: VerifySet, model: Path, precision: str, threshold: float) -> VerifyReport:
@@ -216,7 +255,7 @@ def compare(segmenter, verify_set: VerifySet, model: Path, precision: str, thres
         pixel_agreement=agree / max(total, 1), miou_vs_reference=metrics.miou,
         class_iou={name: _finite(iou) for name, iou in zip(classes, metrics.iou)},
         reference_pixels={name: int(count) for name, count in zip(classes, metrics.gt_pixels)},
-        images=images, backend="", seconds=0.0,
+        images=images, backend="", seconds=0.0, confusion=confusion.matrix.copy(),
     )  # fmt: skip
 
 

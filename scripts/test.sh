@@ -8,6 +8,14 @@ if ! command -v ffmpeg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && 
     apt-get install -y -q ffmpeg >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q ffmpeg >/dev/null 2>&1) \
         || echo "note: could not install ffmpeg; the live-stream test will be skipped"
 fi
+# Debian's Chromium and its driver, for the browser tests (the live view, the HTML reports): no browser download.
+# EDGESEG_REQUIRE_BROWSER=1 turns their skip into a failure, so they always run here (and so in CI).
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+        || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1) \
+        || echo "note: could not install chromium and chromium-driver; the browser tests will fail"
+fi
+export EDGESEG_REQUIRE_BROWSER="${EDGESEG_REQUIRE_BROWSER:-1}"
 # OpenVINO, so the OpenVINO backend's tests run (tests/test_openvino_backend.py skips, saying so, without it).
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[openvino]" \
     || echo "note: could not install openvino; the OpenVINO backend tests will be skipped"

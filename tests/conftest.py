@@ -148,3 +148,27 @@ def can_mount_a_private_tmpfs() -> bool:
         return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (tests/browser.py): skips without it, fails instead under EDGESEG_REQUIRE_BROWSER=1."""
+    import browser as chromium
+
+    driver = chromium.start()
+    yield driver
+    chromium.stop(driver)
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(small_checkpoint, camvid, tmp_path_factory) -> Path:
+    """The small checkpoint exported to FP32, FP16 and both INT8 forms with every proof and report.html."""
+    from edgeseg.calibration import make_calibration_manifest
+    from edgeseg.export import export_onnx
+
+    calib = make_calibration_manifest(f"camvid:{camvid}", "train", 32, tmp_path_factory.mktemp("calib") / "camvid-32")
+    out = tmp_path_factory.mktemp("bundle") / "export"
+    export_onnx(small_checkpoint, out, data=f"camvid:{camvid}", num_verify=2, fidelity_images=2,
+                verify_images=4, precisions=("fp32", "fp16", "int8"), calib=str(calib.parent),
+                calib_images=8, trt_version="8.5.2", verify_thresholds=("fp16=0.995", "int8=0.85"))  # fmt: skip
+    return out

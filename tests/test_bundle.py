@@ -11,7 +11,6 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli, run_without, site_without
 from edgeseg.bundle import DEFAULT_THRESHOLDS, evenly_spaced, load_bundle
-from edgeseg.calibration import make_calibration_manifest
 from edgeseg.errors import EdgesegError
 from edgeseg.export import export_onnx
 from edgeseg.fileio import file_sha256
@@ -25,13 +24,9 @@ THRESHOLDS = {**DEFAULT_THRESHOLDS, "fp16": 0.995, "int8": 0.85}
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(small_checkpoint, camvid, tmp_path_factory):
-    calib = make_calibration_manifest(f"camvid:{camvid}", "train", 32, tmp_path_factory.mktemp("calib") / "camvid-32")
-    out = tmp_path_factory.mktemp("bundle") / "export"
-    export_onnx(small_checkpoint, out, data=f"camvid:{camvid}", num_verify=2, fidelity_images=2,
-                verify_images=VERIFY_IMAGES, precisions=("fp32", "fp16", "int8"), calib=str(calib.parent),
-                calib_images=8, trt_version="8.5.2", verify_thresholds=("fp16=0.995", "int8=0.85"))  # fmt: skip
-    return out
+def bundle_dir(int8_bundle):
+    """conftest's bundle (VERIFY_IMAGES verify images, thresholds fp16=0.995, int8=0.85), shared with test_report.py."""
+    return int8_bundle
 
 
 @pytest.fixture()

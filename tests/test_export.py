@@ -40,7 +40,8 @@ def test_parity_report(exported):
     assert report["passed"] is True and report["override_used"] is False
     assert report["num_images"] == 3 and report["argmax_agreement"] >= 0.999
     assert report["max_rel_logit_diff"] <= 1e-3
-    assert sorted(p.name for p in exported.onnx_path.parent.iterdir()) == ["export.json", "model.fp32.onnx", "parity.json", "verify"]
+    assert sorted(p.name for p in exported.onnx_path.parent.iterdir()) == ["export.json", "model.fp32.onnx", "parity.json", "report.html",
+                                                                          "verify"]
 
 
 def test_resize_nodes_keep_align_corners(exported):

@@ -240,7 +240,7 @@ def test_exist_ok_replaces_the_whole_earlier_export(small_checkpoint, camvid, tm
     assert mode == stat.S_IMODE((out / "model.fp32.onnx").stat().st_mode) and mode & stat.S_IROTH, oct(mode)
     second = run_cli("export", small_checkpoint, "--out", out, "--no-verify", "--img-size", "64", "96", "--exist-ok")
     assert second.returncode == 0, second.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.fp32.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.fp32.onnx", "report.html"]
     assert json.loads((out / "export.json").read_text())["options"]["img_size"] == [64, 96]
     assert _hidden(tmp_path) == []
 

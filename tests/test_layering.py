@@ -30,6 +30,7 @@ def test_torch_free_modules_import_without_torch():
         "import edgeseg.bench, edgeseg.sysinfo, edgeseg.fidelity, edgeseg.calibration, edgeseg.engine_manifest\n"
         "import edgeseg.runtime.backends.tensorrt_backend, edgeseg.runtime.backends.onnxruntime_backend\n"
         "from edgeseg.runtime import Segmenter, overlay  # the package's names load on first use\n"
+        "import edgeseg.video.live, edgeseg.report, edgeseg.verify\n"
         "assert 'torch' not in sys.modules\n"
         "import numpy as np\n"
         "from edgeseg.runtime.preprocess import Preprocessor\n"

@@ -27,11 +27,13 @@ OUTPUTS = {
     ("train", "--out"): "folder",
     ("eval", "--json"): "file",
     ("eval", "--plots"): "confusion_matrix.png",
+    ("eval", "--report"): "file",
     ("predict", "--out"): "folder",
     ("import-seed", "--out"): "file",
     ("export", "--out"): "folder",
     ("build", "--out"): "model.fp16.engine",
     ("verify", "--json"): "file",
+    ("verify", "--report"): "file",
     ("calib-data", "--out"): "manifest.json",
     ("bench", "--json"): "file",
     ("bench", "--markdown"): "file",
@@ -110,12 +112,12 @@ def invocation(command: str, inputs: dict, outputs: dict[str, Path]) -> list:
     return {
         "train": ["train", "--data", inputs["data"], "--out", out("--out"), "--epochs", "1"],
         "eval": ["eval", inputs["checkpoint"], "--data", inputs["data"], "--limit", "1", "--json", out("--json"),
-                 "--plots", out("--plots")],
+                 "--plots", out("--plots"), "--report", out("--report")],
         "predict": ["predict", inputs["checkpoint"], inputs["images"], "--out", out("--out")],
         "import-seed": ["import-seed", inputs["checkpoint"], "--num-classes", "11", "--out", out("--out")],
         "export": ["export", inputs["checkpoint"], "--out", out("--out"), "--no-verify"],
         "build": ["build", inputs["bundle"], "--out", out("--out")],
-        "verify": ["verify", inputs["onnx"], "--json", out("--json")],
+        "verify": ["verify", inputs["onnx"], "--json", out("--json"), "--report", out("--report")],
         "calib-data": ["calib-data", "--data", inputs["data"], "--n", "16", "--out", out("--out")],
         "bench": ["bench", inputs["onnx"], "--iters", "1", "--warmup", "0", "--json", out("--json"),
                   "--markdown", out("--markdown")],
@@ -127,7 +129,8 @@ def invocation(command: str, inputs: dict, outputs: dict[str, Path]) -> list:
 
 def fresh_outputs(command: str, folder: Path) -> dict[str, Path]:
     """A path of its own for each output option of ``command``, none existing yet."""
-    suffix = {("run", "--out"): ".avi", ("bench", "--markdown"): ".md"}
+    suffix = {("run", "--out"): ".avi", ("bench", "--markdown"): ".md", ("eval", "--report"): ".html",
+              ("verify", "--report"): ".html"}  # fmt: skip
     return {flag: folder / f"new{index}{suffix.get((command, flag), '.json' if OUTPUTS[(command, flag)] == 'file' else '')}"
             for index, flag in enumerate(flag for cmd, flag in OUTPUTS if cmd == command)}  # fmt: skip
 
@@ -176,7 +179,7 @@ def test_two_outputs_naming_one_file_are_refused(inputs, tmp_path, command, firs
 ONTO_INPUTS = {
     ("eval", "--json"): ("checkpoint", "MODEL"), ("import-seed", "--out"): ("checkpoint", "CHECKPOINT"),
     ("predict", "--out"): ("images", "SOURCE"), ("export", "--out"): ("checkpoint folder", "MODEL"),
-    ("verify", "--json"): ("onnx", "MODEL"), ("bench", "--json"): ("onnx", "MODELS"),
+    ("verify", "--json"): ("onnx", "MODEL"), ("verify", "--report"): ("onnx", "MODEL"), ("bench", "--json"): ("onnx", "MODELS"),
     ("bench", "--markdown"): ("onnx", "MODELS"), ("run", "--json"): ("clip", "--source"),
     ("run", "--out"): ("clip", "--source"),
 }  # fmt: skip

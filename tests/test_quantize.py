@@ -43,7 +43,8 @@ def _initializers(path):
 def test_all_artefacts_written_with_their_precision(exported):
     names = sorted(p.name for p in exported.onnx_path.parent.iterdir())
     assert names == sorted(["model.fp32.onnx", "model.fp16.onnx", "model.int8.qdq.onnx", "model.int8.onnx",
-                            "model.calib.cache", "model.calib.json", "parity.json", "fidelity.json", "export.json", "verify"])  # fmt: skip
+                            "model.calib.cache", "model.calib.json", "parity.json", "fidelity.json", "export.json", "report.html",
+                            "verify"])  # fmt: skip
     for key, precision in (("fp32", "fp32"), ("fp16", "fp16"), ("int8_qdq", "int8"), ("int8", "int8")):
         assert read_meta(exported.files[key])[1]["precision"] == precision
 

@@ -10,7 +10,8 @@
   the threads and running its own frame: more frames a second, each one later; a camera gets one.
 - drawing thread: ``Segmenter.collect`` (post-processing), overlay, legend and heads-up line;
   the main thread does it when a window is shown (the window belongs to the main thread).
-- writer thread: encodes and writes the video files and image folders.
+- writer thread: encodes and writes the video files and image folders, and hands each frame to
+  the live view (``http://`` sinks, video/live.py), whose own threads serve it to browsers.
 With a model on the CPU, the drawing and writer threads, FFmpeg's, and the capture thread of a
 file or folder run at a lower priority than the model's (on Linux; a camera's or ``realtime``
 capture keeps the normal one, so frames drop on time), OpenCV's own thread pool is off during the
@@ -346,6 +347,8 @@ class _Run:
         self.files = [sink for sink in sinks if not isinstance(sink, DisplaySink)]
         for sink in self.displays:
             sink.stop = self.stop
+        for sink in sinks:
+            sink.describe(renderer.meta)
         self.latest_only = source.is_live or realtime
         self.captured_all = threading.Event()  # the capture thread has submitted its last frame
         self.drawn: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)  # drawn frames for the writer thread
@@ -454,7 +457,7 @@ class _Run:
                 image = self.renderer.render(frame.image, result.labels, hud_text(self.stats))
                 for sink in self.displays:
                     sink.write(image)
-                self._hand_over((frame, image))
+                self._hand_over((frame, image, result.labels))
                 if any(sink.quit for sink in self.displays):
                     self.stats.stopped_by = "q"
                     return
@@ -469,7 +472,7 @@ class _Run:
             self.error = self.error or err
             self.stop.set()
 
-    def _hand_over(self, item: tuple[Frame, np.ndarray] | None) -> None:
+    def _hand_over(self, item: tuple[Frame, np.ndarray, np.ndarray] | None) -> None:
         while not self.stop.is_set():
             try:
                 self.drawn.put(item, timeout=POLL_S)
@@ -486,11 +489,13 @@ class _Run:
                 continue
             if item is END:
                 return
-            frame, image = item
+            frame, image, labels = item
             for sink in self.files:
                 sink.write(image)
             self.stats.done()
             self.stats.latency_ms.add(1000 * (time.perf_counter() - frame.captured))
+            for sink in self.files:
+                sink.observe(self.stats, labels)
             if self.on_frame is not None:
                 self.on_frame(self.stats)
 

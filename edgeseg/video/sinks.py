@@ -1,4 +1,5 @@
-"""Video sinks named by URI: ``display://``, a video file (.mp4, .avi, .mkv), or an image folder.
+"""Video sinks named by URI: ``display://``, a video file (.mp4, .avi, .mkv), an image folder, or
+``http://HOST:PORT``, the live view in a browser (edgeseg/video/live.py).
 
 A video file is written under a hidden temporary name (unique to the process) and renamed when
 it is closed, so the final name only ever holds a finished, playable file; ``close`` runs on
@@ -54,6 +55,13 @@ class VideoSink:
 
     def close(self) -> None:
         """Finish the output; raises EdgesegError if it could not be finished (nothing is published then)."""
+
+    # Optional: told what the frames show. Only the live view (edgeseg/video/live.py) uses them.
+    def describe(self, meta) -> None:
+        """Called once before the first frame with the model's ModelMeta (class names, palette)."""
+
+    def observe(self, stats, labels: np.ndarray) -> None:
+        """Called after each frame is written, with the run's RunStats and the frame's class ids."""
 
 
 class VideoFileSink(VideoSink):
@@ -242,6 +250,10 @@ def open_sink(uri: str, fps: float, size: tuple[int, int] | None = None, exist_o
     ``segment_frames``: cut a video file into files of this many frames (``NAME_0000.EXT``, ...)."""
     if uri == DISPLAY:
         return DisplaySink()
+    if _is_live(uri):
+        from edgeseg.video.live import LiveSink
+
+        return LiveSink(uri)
     if Path(uri).suffix.lower() in VIDEO_CODECS:
         return VideoFileSink(uri, fps, size, exist_ok, segment_frames)
     return ImageFolderSink(uri, exist_ok)
@@ -271,6 +283,11 @@ def check_output(uri: str, exist_ok: bool = False, segmented: bool = False) -> N
     """Refuse, in one line and before any work, an output that cannot be written or would replace something."""
     if uri == DISPLAY:
         return
+    if _is_live(uri):
+        from edgeseg.video.live import check_live
+
+        check_live(uri)
+        return
     path = Path(uri)
     suffix = path.suffix.lower()
     if suffix in VIDEO_CODECS:
@@ -290,6 +307,11 @@ def check_output(uri: str, exist_ok: bool = False, segmented: bool = False) -> N
     if path.is_dir() and any(path.iterdir()) and not exist_ok:
         raise EdgesegError(f"--out {uri}: folder is not empty; choose another, or pass --exist-ok to delete its old frame_*.png and write new ones")
     check_output_path(path, "--out", folder=True)
+
+
+def _is_live(uri: str) -> bool:
+    """``http://HOST:PORT``: the live view in a browser (edgeseg/video/live.py)."""
+    return uri.lower().startswith("http://")
 
 
 def _own_frames(folder: Path) -> list[Path]:
