@@ -1,8 +1,10 @@
 """The CUDA binding of the TensorRT runtime: pycuda, on the device's primary context.
 
 Why pycuda and not cuda-python: one binding is enough, and pycuda is the one Jetson users already
-have; ``pip install pycuda`` builds on JetPack 5.1 (CUDA 11.4, Python 3.8) and JetPack 6 (CUDA 12.x,
-Python 3.10) against JetPack's own CUDA, while cuda-python's wheels follow the desktop CUDA releases.
+have; it builds on JetPack 5.1 (CUDA 11.4, Python 3.8) and JetPack 6 (CUDA 12.x, Python 3.10) against
+JetPack's own CUDA, while cuda-python's wheels follow the desktop CUDA releases. It must be built against
+the numpy it runs with (``pip install --no-build-isolation``, as scripts/setup.sh does): pip's isolated
+build compiles it against numpy 1.24 on Python 3.8, which JetPack 5.1's numpy 1.17.4 refuses to import.
 
 Why the primary context: ``Device.make_context()`` creates a new context per backend, each with its own
 memory reservations (tens to hundreds of MB); on an 8 GB board the GPU shares that memory with the CPU.
