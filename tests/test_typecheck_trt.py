@@ -41,43 +41,40 @@ def test_tensorrt_modules_check_clean_against_the_stubs(stubs):
     assert "Success: no issues found in 8 source files" in done.stdout, done.stdout
 
 
+def _assert_reported(path: Path, body: str, *expected: str) -> None:
+    """mypy, given a module holding ``body`` under ``import tensorrt as trt``, reports each of ``expected``."""
+    path.write_text(f"from __future__ import annotations\n\n\ndef use(blob: bytes) -> int:\n    import tensorrt as trt\n\n{body}")
+    done = _mypy(str(path))
+    assert done.returncode == 1, done.stdout
+    for message in expected:
+        assert message in done.stdout, done.stdout
+
+
 def test_a_wrong_tensorrt_call_is_reported(stubs, tmp_path):
-    wrong = tmp_path / "wrong_trt.py"
-    wrong.write_text(
-        "from __future__ import annotations\n\n\n"
-        "def build() -> int:\n"
-        "    import tensorrt as trt\n\n"
+    _assert_reported(
+        tmp_path / "wrong_trt.py",
         "    builder = trt.Builder(trt.Logger(trt.Logger.WARNING))\n"
         "    config = builder.create_builder_config()\n"
         "    config.set_flag(trt.BuilderFlag.FP61)\n"
         "    builder.build_engine(None, config)  # removed in 10.0\n"
-        "    return builder.num_DLA_core\n"
-    )
-    done = _mypy(str(wrong))
-    assert done.returncode == 1, done.stdout
-    for expected in ('has no attribute "FP61"', 'has no attribute "build_engine"', 'has no attribute "num_DLA_core"'):
-        assert expected in done.stdout, done.stdout
+        "    return builder.num_DLA_core\n",
+        'has no attribute "FP61"', 'has no attribute "build_engine"', 'has no attribute "num_DLA_core"',
+    )  # fmt: skip
 
 
 def test_a_result_that_may_be_none_must_be_checked(stubs, tmp_path):
     """The patched stubs say which calls return None on failure (scripts/trt_stubs.py names NVIDIA's sources)."""
-    unchecked = tmp_path / "unchecked_trt.py"
-    unchecked.write_text(
-        "from __future__ import annotations\n\n\n"
-        "def load(blob: bytes) -> int:\n"
-        "    import tensorrt as trt\n\n"
+    _assert_reported(
+        tmp_path / "unchecked_trt.py",
         "    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(blob)\n"
         "    context = engine.create_execution_context()\n"
         "    config = trt.Builder(trt.Logger(trt.Logger.WARNING)).create_builder_config()\n"
         "    config.set_timing_cache(config.create_timing_cache(b''), ignore_mismatch=False)\n"
-        "    return context.persistent_cache_limit + len(bytes(config.get_timing_cache().serialize()))\n"
-    )
-    done = _mypy(str(unchecked))
-    assert done.returncode == 1, done.stdout
-    for expected in ('Item "None" of "ICudaEngine | None" has no attribute "create_execution_context"',
-                     'Item "None" of "IExecutionContext', '"ITimingCache | None"; expected "ITimingCache"',
-                     'Item "None" of "ITimingCache | None" has no attribute "serialize"'):  # fmt: skip
-        assert expected in done.stdout, done.stdout
+        "    return context.persistent_cache_limit + len(bytes(config.get_timing_cache().serialize()))\n",
+        'Item "None" of "ICudaEngine | None" has no attribute "create_execution_context"',
+        'Item "None" of "IExecutionContext', '"ITimingCache | None"; expected "ITimingCache"',
+        'Item "None" of "ITimingCache | None" has no attribute "serialize"',
+    )  # fmt: skip
 
 
 def _coverage(*paths: str) -> tuple[int, int, str]:
