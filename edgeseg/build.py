@@ -6,8 +6,14 @@ JetPack installs it. One code path for TensorRT 8.5, 8.6, 10.x and 11.x (``build
 memory-pool limits, tensor names); what differs between versions is decided by ``plan_build``:
 
 * typing: TensorRT 11 builds strongly typed networks only; 10.x has the STRONGLY_TYPED flag, used when the
-  ONNX already carries the precision (the FP16 engine from ``model.fp16.onnx``, INT8 from the Q/DQ model);
-  8.5/8.6 and the ``cache``/``ranges`` sources are weakly typed (BuilderFlag.FP16/INT8 on the FP32 model).
+  ONNX already carries the precision (the FP16 engine from ``model.fp16.onnx``, INT8 from the Q/DQ model
+  with FP16 float layers, ``model.int8.qdq.fp16.onnx``: a strongly typed layer runs in its ONNX type, see
+  edgeseg/qdq_fp16.py); 8.5/8.6 and the ``cache``/``ranges`` sources are weakly typed (BuilderFlag.FP16/INT8
+  on the FP32 model, or on ``model.int8.qdq.onnx`` for ``qdq``: INT8 where the Q/DQ pairs say, FP16 elsewhere).
+* DLA: before TensorRT 11.4.1 DLA takes INT8 only by implicit quantization (calibration cache or ranges),
+  not Q/DQ (NVIDIA/TensorRT#2222; NVIDIA/Model-Optimizer#1661, 2026: "DLA still only supports IQ"), so a
+  DLA build stays weakly typed before 11 and its INT8 source is ``cache`` or ``ranges``; 11.4.1 builds
+  strongly typed DLA networks on Jetson AGX Orin with JetPack 7.2.2 (TensorRT 11.4.1 release notes).
 * INT8 sources: ``qdq`` (explicit Q/DQ), ``cache`` (a TensorRT calibration cache read by a calibrator that
   never calibrates; tied to one TensorRT version), ``ranges`` (``{tensor: amax}`` from model.calib.json set
   with ``ITensor.set_dynamic_range``). ``cache`` and ``ranges`` need weak typing: not on TensorRT 11.
@@ -48,6 +54,7 @@ if TYPE_CHECKING:
 
 INT8_SOURCES = ("qdq", "cache", "ranges")  # the one list: export.py and the CLI import it
 SOURCE_KEYS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8_qdq"}  # bundle file holding a model of that precision
+STRONG_INT8_KEY = "int8_qdq_fp16"  # the Q/DQ model with FP16 float layers, for strongly typed INT8 engines
 DEFAULT_BATCH_RANGE = (1, 8, 16)  # for an ONNX with a dynamic batch axis and no range given
 TICK_SECONDS = 15.0
 
@@ -57,9 +64,10 @@ TICK_SECONDS = 15.0
 class BuildPlan:
     precision: str
     int8_source: Optional[str]
-    source_precision: str  # the precision the ONNX built from carries: its bundle file is SOURCE_KEYS[...]
+    source_precision: str  # the precision the ONNX built from carries
     strongly_typed: bool
     builder_flags: Tuple[str, ...]  # BuilderFlag names; empty for a strongly typed network
+    source_key: str  # the bundle file built from: fp32, fp16, int8_qdq, or int8_qdq_fp16 (strongly typed INT8)
 
 
 def plan_build(version: str, precision: str, int8_source: Optional[str] = None, onnx_precision: Optional[str] = None,
@@ -67,7 +75,8 @@ def plan_build(version: str, precision: str, int8_source: Optional[str] = None, 
     """How TensorRT ``version`` builds a ``precision`` engine; ``onnx_precision`` when the ONNX is given, else pick one.
 
     ``dla``: on 8.x/10.x a DLA build stays weakly typed (BuilderFlag.FP16/INT8 with GPU fallback), the path
-    NVIDIA documents for DLA before 11; strongly typed DLA networks are documented from 11.x on."""
+    NVIDIA documents for DLA before 11, and takes INT8 from calibration (``cache``/``ranges``), not from Q/DQ
+    nodes (see the module docstring); strongly typed DLA networks are documented from 11.4.1 on."""
     if precision not in ENGINE_PRECISIONS:
         raise EdgesegError(f"--precision {precision}: a TensorRT engine is one of {', '.join(ENGINE_PRECISIONS)}")
     source = _int8_source(precision, int8_source)
@@ -75,6 +84,9 @@ def plan_build(version: str, precision: str, int8_source: Optional[str] = None, 
     if only_strong and source in ("cache", "ranges"):
         raise EdgesegError(f"--int8-source {source}: TensorRT {version} builds strongly typed networks only, which "
                            "take no calibration cache or set ranges; use --int8-source qdq (the Q/DQ model)")  # fmt: skip
+    if dla and source == "qdq" and not only_strong:
+        raise EdgesegError(f"--dla-core with --int8-source qdq: DLA under TensorRT {version} runs INT8 only from "
+                           "calibration scales, not Q/DQ nodes; use --int8-source cache (or ranges)")  # fmt: skip
     carried = "int8" if source == "qdq" else precision if precision == "fp16" else "fp32"  # what a typed ONNX holds
     may_type = has_strongly_typed_flag(version) and not dla
     if onnx_precision is None:
@@ -90,7 +102,10 @@ def plan_build(version: str, precision: str, int8_source: Optional[str] = None, 
                                f"its {SOURCE_KEYS[carried]} model")  # fmt: skip
         strong = only_strong or (may_type and onnx_precision == carried != "fp32")
     flags: Tuple[str, ...] = () if strong else {"fp32": (), "fp16": ("FP16",), "int8": ("FP16", "INT8")}[precision]
-    return BuildPlan(precision, source, onnx_precision, strong, flags)
+    key = SOURCE_KEYS[onnx_precision] if onnx_precision in SOURCE_KEYS else "fp32"
+    if key == "int8_qdq" and strong:
+        key = STRONG_INT8_KEY  # FP16 outside the Q/DQ pairs, as the weakly typed build's FP16 flag gives
+    return BuildPlan(precision, source, onnx_precision, strong, flags, key)
 
 
 def _int8_source(precision: str, int8_source: Optional[str]) -> Optional[str]:
@@ -291,7 +306,7 @@ def _build(onnx_path: Path, payload: bytes, plan: BuildPlan, version: str, calib
     details = {
         "inputs": _io(network, "input"), "outputs": _io(network, "output"), "batch_range": batch_range,
         "labels_int32": patched is not None, "timing_cache_loaded": cache_loaded,
-        "timing_cache_bytes": bytes(config.get_timing_cache().serialize()) if timing_cache is not None else b"",
+        "timing_cache_bytes": _timing_cache_bytes(config) if timing_cache is not None else b"",
     }  # fmt: skip
     return bytes(serialized), details, seconds
 
@@ -434,16 +449,32 @@ def _cache_calibrator(calib_cache: Path) -> "trt.IInt8EntropyCalibrator2":
 
 
 def _use_timing_cache(config: "trt.IBuilderConfig", timing_cache: Optional[Path]) -> bool:
-    """Start from the saved timing cache when there is one (a rebuild then skips most kernel timing)."""
+    """Start from the saved timing cache when there is one (a rebuild then skips most kernel timing).
+
+    ``create_timing_cache`` returns None for bytes TensorRT cannot read (NVIDIA's own samples check for that:
+    samples/common/sampleEngines.cpp in 8.5.2, samples/utils/timingCache.cpp in 10.3), and ``set_timing_cache``
+    returns False for a cache of another device or TensorRT: both start a new cache."""
     if timing_cache is None:
         return False
     timing_cache = Path(timing_cache)
     saved = timing_cache.read_bytes() if timing_cache.is_file() else b""
-    if config.set_timing_cache(config.create_timing_cache(saved), ignore_mismatch=False):
+    cache = config.create_timing_cache(saved)
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
         return bool(saved)
-    print(f"note: {timing_cache} is from another device or TensorRT; starting a new timing cache", flush=True)
-    config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    print(f"note: {timing_cache} is from another device or TensorRT, or damaged; starting a new timing cache", flush=True)
+    fresh = config.create_timing_cache(b"")
+    if fresh is None or not config.set_timing_cache(fresh, ignore_mismatch=False):
+        raise EdgesegError(f"--timing-cache {timing_cache}: TensorRT could not make a timing cache (see its messages "
+                           "above); build without --timing-cache")  # fmt: skip
     return False
+
+
+def _timing_cache_bytes(config: "trt.IBuilderConfig") -> bytes:
+    """The builder's timing cache after the build, serialized (``get_timing_cache`` is None when none is set)."""
+    cache = config.get_timing_cache()
+    if cache is None:
+        raise EdgesegError("--timing-cache: TensorRT kept no timing cache through the build; build without --timing-cache")
+    return bytes(cache.serialize())
 
 
 def _attach_progress_monitor(config: "trt.IBuilderConfig", version: str) -> Optional["trt.IProgressMonitor"]:
@@ -538,7 +569,7 @@ def build_bundle(
     plans = [plan_build(version, p, source, dla=core is not None) for p in wanted]  # every one-line error first
     engines = []
     for plan, engine in zip(plans, targets):
-        onnx = bundle.onnx_for(plan.precision, plan.int8_source, plan.strongly_typed)  # sha256-checked
+        onnx = _source_onnx(bundle, plan)  # sha256-checked
         cache = bundle.check_file("calib_cache") if plan.int8_source == "cache" else None
         ranges = read_amax_ranges(bundle.check_file("calib_ranges")) if plan.int8_source == "ranges" else None
         extra = {"bundle_checkpoint_sha256": bundle.manifest.get("checkpoint_sha256"),
@@ -581,6 +612,16 @@ def _engine_targets(folder: Path, onnx: Path, precisions: Sequence[str], out: Op
     return engines
 
 
+def _source_onnx(bundle: "Bundle", plan: BuildPlan) -> Path:
+    """The bundle's ONNX for ``plan``; a bundle exported before the FP16-float Q/DQ model existed gives the plain one."""
+    if plan.source_key == STRONG_INT8_KEY and bundle.key_of(STRONG_INT8_KEY) is None:
+        print(f"note: {bundle.manifest_path} lists no model.int8.qdq.fp16.onnx (an earlier edgeseg's export): the "
+              "INT8 engine is built from model.int8.qdq.onnx, whose float layers then run in FP32; re-export the "
+              "bundle for FP16 ones", flush=True)  # fmt: skip
+        return bundle.onnx_for("int8_qdq", plan.precision)
+    return bundle.onnx_for(plan.source_key, plan.precision)
+
+
 def _check_precisions(precisions: Sequence[str], int8_source: Optional[str]) -> None:
     unknown = [p for p in precisions if p not in ENGINE_PRECISIONS]
     if unknown or not precisions:
@@ -595,7 +636,7 @@ def _check_sources(bundle: "Bundle", precisions: Sequence[str], int8_source: str
     if "fp16" in precisions:
         keys.append("fp16")
     if "int8" in precisions:
-        keys.append({"qdq": "int8_qdq", "cache": "calib_cache", "ranges": "calib_ranges"}.get(int8_source, "int8_qdq"))
+        keys += {"cache": ["calib_cache"], "ranges": ["calib_ranges"]}.get(int8_source, ["int8_qdq", STRONG_INT8_KEY])
     for key in keys:
         if bundle.key_of(key) is not None:
             bundle.check_file(key)
@@ -631,9 +672,9 @@ def _calibration_sha256(bundle: "Bundle") -> Optional[str]:
 
 
 def _stem(onnx: Path) -> str:
-    """'model' of model.fp32.onnx, model.fp16.onnx, model.int8.qdq.onnx; the name without .onnx otherwise."""
+    """'model' of model.fp32.onnx, model.fp16.onnx, model.int8.qdq(.fp16).onnx; the name without .onnx otherwise."""
     name = onnx.name[: -len(".onnx")] if onnx.name.lower().endswith(".onnx") else onnx.stem
-    for suffix in (".int8.qdq", ".fp32", ".fp16", ".int8"):
+    for suffix in (".int8.qdq.fp16", ".int8.qdq", ".fp32", ".fp16", ".int8"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name

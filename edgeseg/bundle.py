@@ -28,6 +28,7 @@ DEFAULT_THRESHOLDS = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}
 ORT_MIN = ">=1.17"
 TRT_MIN = ">=8.5"
 TRT_WEAKLY_TYPED = ">=8.5,<11"  # TensorRT 11 builds strongly typed networks only: no cache, no set ranges
+TRT_STRONGLY_TYPED = ">=10.0"  # NetworkDefinitionCreationFlag.STRONGLY_TYPED exists from 10.0
 
 
 def file_requirements(key: str, trt_cache_version: Optional[str]) -> Dict[str, Any]:
@@ -36,6 +37,8 @@ def file_requirements(key: str, trt_cache_version: Optional[str]) -> Dict[str, A
         return {"onnxruntime": ORT_MIN}
     if key == "int8_qdq":
         return {"onnxruntime": ORT_MIN, "tensorrt": TRT_MIN, "tensorrt_int8_source": "qdq"}
+    if key == "int8_qdq_fp16":  # FP16 Q/DQ scales need opset 19; built strongly typed only (edgeseg/qdq_fp16.py)
+        return {"onnxruntime": ORT_MIN, "tensorrt": TRT_STRONGLY_TYPED, "tensorrt_int8_source": "qdq", "strongly_typed": True}
     if key == "calib_cache":
         exact = f"=={trt_cache_version}" if trt_cache_version else TRT_WEAKLY_TYPED
         return {"tensorrt": exact, "weakly_typed": True}
@@ -152,20 +155,8 @@ class Bundle:
         _check_sha256(path, entry.get("sha256"), MANIFEST)
         return path
 
-    def onnx_for(self, precision: str, int8_source: Optional[str] = None, strongly_typed: bool = True) -> Path:
-        """The checked ONNX file an engine of ``precision`` is built from.
-
-        fp16: model.fp16.onnx for a strongly typed network (the FP32 model with the FP16 flag otherwise);
-        int8: the Q/DQ model for ``qdq``, the FP32 model for ``cache`` and ``ranges`` (weakly typed).
-        """
-        if precision == "fp16":
-            return self._checked_source("fp16" if strongly_typed else "fp32", "fp16")
-        if precision == "int8":
-            source = int8_source or self.build_defaults["int8_source"]
-            return self._checked_source("int8_qdq" if source == "qdq" else "fp32", "int8")
-        return self._checked_source("fp32", "fp32")
-
-    def _checked_source(self, key: str, precision: str) -> Path:
+    def onnx_for(self, key: str, precision: str) -> Path:
+        """The checked ONNX file ``key`` (``edgeseg.build.BuildPlan.source_key``) that an engine of ``precision`` is built from."""
         if key not in self.files:
             raise EdgesegError(f"{self.manifest_path}: the bundle has no {key} model for a {precision} engine; "
                                f"re-export with --precision {precision}")  # fmt: skip

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeseg import __version__, sysinfo
+from edgeseg.sysinfo import JETSON_SETUP
 from edgeseg.errors import EdgesegError
 from edgeseg.fileio import write_json
 
@@ -20,13 +21,17 @@ NEEDS = ("trt", "ort", "cpu", "camera")
 MIN_PYTHON = (3, 8)
 CUDA_BINDING = "pycuda"
 OPENCV_FIX = "pip install 'edgeseg[opencv]'"
-OPENCV_FIX_JETSON = "use JetPack's OpenCV: make the venv with --system-site-packages and pip uninstall opencv-python"
+OPENCV_FIX_JETSON = f"use JetPack's OpenCV (a venv with --system-site-packages, no pip opencv-python): {JETSON_SETUP}"
 TENSORRT_FIX = "pip install 'edgeseg[trt]' (TensorRT 8.5 to 11.x)"
-TENSORRT_FIX_JETSON = "JetPack's TensorRT: sudo apt install python3-libnvinfer, venv with --system-site-packages"
+TENSORRT_FIX_JETSON = f"sudo apt install nvidia-jetpack (JetPack's TensorRT), then {JETSON_SETUP}"
 ORT_FIX = "pip install 'edgeseg[cpu]' (or 'edgeseg[gpu]' on an NVIDIA GPU)"
 ORT_FIX_JETSON = "pip install the onnxruntime-gpu wheel NVIDIA builds for your JetPack"
 PYCUDA_FIX = "pip install pycuda"
-PYCUDA_FIX_JETSON = "PATH=/usr/local/cuda/bin:$PATH pip install pycuda"
+# A pycuda built against a newer numpy than this one (pip's isolated build of pycuda >= 2024.1.2 on Python 3.8
+# uses numpy 1.24): build it again, against the numpy it runs with
+PYCUDA_REBUILD = "pip install --force-reinstall --no-deps --no-build-isolation --no-cache-dir pycuda"
+CUDA_INIT_FIX = "check the NVIDIA driver (nvidia-smi) and that no other process holds the GPU"
+CUDA_INIT_FIX_JETSON = "add this user to the video group (sudo usermod -aG video $USER) and log in again"
 OPENVINO_FIX = "optional, for --backend openvino on Intel and AMD CPUs: pip install 'edgeseg[openvino]'"
 
 
@@ -155,11 +160,29 @@ def _tensorrt(facts: dict[str, Any], on_jetson: bool) -> Check:
 
 
 def _cuda_binding(facts: dict[str, Any], on_jetson: bool) -> Check:
+    """pycuda.driver imported, and CUDA initialised through it where there is a GPU to initialise."""
     binding = facts["cuda_binding"]
     extra = f"; cuda-python {binding['cuda_python']}" if binding.get("cuda_python") else ""
     if not binding.get("pycuda"):
-        return Check("CUDA binding", "missing", _error(binding) + extra, PYCUDA_FIX_JETSON if on_jetson else PYCUDA_FIX)
+        installed = binding.get("installed")
+        found = f"pycuda {installed}, but pycuda.driver fails: {binding.get('error')}" if installed else _error(binding)
+        return Check("CUDA binding", "missing", found + extra, _pycuda_fix(facts, on_jetson))
+    if binding.get("init_error") and _gpu_visible(facts):
+        return Check("CUDA binding", "missing", f"pycuda {binding['pycuda']}, but CUDA does not initialise: "
+                     f"{binding['init_error']}{extra}", CUDA_INIT_FIX_JETSON if on_jetson else CUDA_INIT_FIX)  # fmt: skip
     return Check("CUDA binding", "ok", f"pycuda {binding['pycuda']}{extra}")
+
+
+def _pycuda_fix(facts: dict[str, Any], on_jetson: bool) -> str:
+    """The set-up command on a Jetson (naming its JetPack); elsewhere a rebuild for numpy's C-API error, else pip install."""
+    if on_jetson:
+        return f"JetPack {facts['jetson'].get('jetpack') or '?'}: {JETSON_SETUP}"
+    return PYCUDA_REBUILD if "API version" in str(facts["cuda_binding"].get("error")) else PYCUDA_FIX
+
+
+def _gpu_visible(facts: dict[str, Any]) -> bool:
+    """A GPU that nvidia-smi or the Jetson board shows, whatever pycuda says."""
+    return any(gpu.get("source") != "pycuda" for gpu in facts["gpus"]) or bool(facts["jetson"])
 
 
 def _gpu(facts: dict[str, Any]) -> Check:
@@ -172,7 +195,7 @@ def _gpu(facts: dict[str, Any]) -> Check:
         memory = f", {gpu['memory_mib']} MiB" if gpu.get("memory_mib") else ""
         parts.append(f"{gpu['name']} (sm {gpu.get('compute_capability') or '?'}{memory}; {gpu['source']})")
     if all(gpu["source"] == "board" for gpu in gpus):
-        return Check("GPU", "warn", "; ".join(parts), f"{PYCUDA_FIX_JETSON} to reach it")
+        return Check("GPU", "warn", "; ".join(parts), f"pycuda reaches it: {JETSON_SETUP}")
     return Check("GPU", "ok", "; ".join(parts))
 
 
@@ -245,8 +268,11 @@ def unmet(facts: dict[str, Any], need: str) -> list[str]:
         trt = facts["tensorrt"]
         if not trt.get("in_window"):
             missing.append(f"TensorRT 8.5 to 11.x (found {trt['version']})" if trt.get("version") else "TensorRT")
-        if not facts["cuda_binding"].get(CUDA_BINDING):
-            missing.append(CUDA_BINDING)
+        binding = facts["cuda_binding"]
+        if not binding.get(CUDA_BINDING):
+            missing.append("pycuda.driver" if binding.get("installed") else CUDA_BINDING)
+        elif binding.get("init_error") and _gpu_visible(facts):
+            missing.append("CUDA initialised through pycuda")
         if not any(gpu.get("source") != "board" for gpu in facts["gpus"]):
             missing.append("a CUDA GPU")
     if need == "camera":

@@ -19,7 +19,10 @@ from edgeseg import __version__
 from edgeseg.errors import EdgesegError
 from edgeseg.sysinfo import BOARD_MODEL, TEGRA_RELEASE, board_model, l4t_release, run_command
 
-FACT_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "cuda_version", "l4t_release", "board", "jetpack")
+# cuda_driver: the CUDA version the driver supports (cuDriverGetVersion, nvidia-smi's "CUDA Version");
+# cuda_runtime: the CUDA runtime library's own version (cudaRuntimeGetVersion), TensorRT's where it is loaded
+FACT_KEYS = ("tensorrt_version", "gpu_name", "compute_capability", "cuda_driver", "cuda_runtime", "l4t_release", "board",
+             "jetpack")  # fmt: skip
 
 
 def manifest_path(engine_path: str | Path) -> Path:
@@ -31,14 +34,15 @@ def manifest_path(engine_path: str | Path) -> Path:
 def system_facts(
     tegra_release: Path = TEGRA_RELEASE, board_path: Path = BOARD_MODEL, device_index: int = 0
 ) -> dict[str, Any]:
-    """TensorRT version, GPU ``device_index`` (cuda:N), CUDA and Jetson release of this machine; None for what is not there."""
+    """TensorRT version, GPU ``device_index`` (cuda:N), CUDA driver and runtime, Jetson release of this machine; None for what is not there."""
     gpu = _gpu_from_pycuda(device_index) or _gpu_from_nvidia_smi(device_index) or {}
     l4t = l4t_release(tegra_release)
     return {
         "tensorrt_version": _tensorrt_version(),
         "gpu_name": gpu.get("gpu_name"),
         "compute_capability": gpu.get("compute_capability"),
-        "cuda_version": gpu.get("cuda_version"),
+        "cuda_driver": gpu.get("cuda_driver"),
+        "cuda_runtime": _cuda_runtime(),
         "l4t_release": l4t,
         "board": board_model(board_path),
         "jetpack": _jetpack_version() if l4t else None,
@@ -49,6 +53,12 @@ def _tensorrt_version() -> str | None:
     from edgeseg.runtime.trt.support import tensorrt_version
 
     return tensorrt_version()
+
+
+def _cuda_runtime() -> str | None:
+    from edgeseg.runtime.trt.cuda import cuda_runtime_version
+
+    return cuda_runtime_version()
 
 
 def _gpu_from_pycuda(device_index: int) -> dict[str, Any] | None:
@@ -68,7 +78,7 @@ def _gpu_from_nvidia_smi(device_index: int) -> dict[str, Any] | None:
     name, _, capability = lines[device_index].rpartition(",")
     header = re.search(r"CUDA Version:\s*([\d.]+)", run_command(["nvidia-smi"]) or "")
     return {"gpu_name": name.strip(), "compute_capability": capability.strip() or None,
-            "cuda_version": header.group(1) if header else None}  # fmt: skip
+            "cuda_driver": header.group(1) if header else None}  # fmt: skip
 
 
 def _jetpack_version() -> str | None:

@@ -3,6 +3,7 @@
   <name>.fp32.onnx       opset 17, simplified (onnxslim), metadata inside; parity.json proves it
   <name>.fp16.onnx       float16 weights and compute, float32 input/output
   <name>.int8.qdq.onnx   TensorRT's explicit-quantization form (symmetric int8 Q/DQ)
+  <name>.int8.qdq.fp16.onnx  the same with FP16 float layers, for strongly typed engines (edgeseg/qdq_fp16.py)
   <name>.int8.onnx       ONNX Runtime's CPU form (uint8 activations)
   <name>.calib.cache     TensorRT calibration cache for implicit INT8; <name>.calib.json the ranges
   <name>.<p>.engine      TensorRT engines with a .json manifest (--engine)
@@ -181,6 +182,7 @@ class _Export:
             self._timed("fp16", self.fp16, fp32)
         if "int8" in self.opts.precisions:
             self._timed("int8", self.int8, fp32)
+            self._timed("int8_qdq_fp16", self.int8_qdq_fp16)
         fidelity = self._timed("fidelity", self.fidelity) if self.opts.verify and len(self.files) > 1 else None
         if self.opts.verify:
             self._timed("verify_set", self.verify_set)
@@ -266,6 +268,15 @@ class _Export:
         made = f", calib.cache ({self.opts.trt_version})" if header else " (equalized: no calibration cache)"
         print(f"int8: {qdq.name} (TensorRT Q/DQ), {cpu.name} (CPU){made}")
 
+    def int8_qdq_fp16(self) -> None:
+        """The Q/DQ model with FP16 float parts, which strongly typed INT8 engines (TensorRT 10.x, 11.x) are built from."""
+        from edgeseg.qdq_fp16 import fp16_float_parts
+
+        path = self.path("int8.qdq.fp16.onnx")
+        self.report["int8_qdq_fp16"] = fp16_float_parts(self.files["int8_qdq"], path)
+        self.files["int8_qdq_fp16"] = path
+        print(f"int8: {path.name} (TensorRT Q/DQ, FP16 float layers, opset {self.report['int8_qdq_fp16']['opset']})")
+
     def _equalize(self, fp32: Path, count: int) -> Path:
         """The equalized (--equalize) copy of the FP32 model that calibration and INT8 start from; what was done into export.json."""
         from edgeseg.equalize import equalize_onnx
@@ -299,7 +310,7 @@ class _Export:
                                           "PyTorch (checkpoint)", self.opts.fidelity_images)  # fmt: skip
         self.reference = reference
         results = []
-        for key in ("fp32", "fp16", "int8_qdq", "int8"):
+        for key in ("fp32", "fp16", "int8_qdq", "int8_qdq_fp16", "int8"):
             if key in self.files:
                 with Segmenter.load(self.files[key]) as deployed:
                     results.append(compare_to_reference(deployed, reference, data, self.files[key].name))

@@ -20,6 +20,7 @@ META_KEY = "edgeseg"
 OUTPUT_KINDS = ("logits", "labels")
 PRECISIONS = ("fp32", "fp16", "int8")  # every int8 form (Q/DQ for TensorRT, the CPU form) says int8
 EXPORT_FACTS = ("output_kind", "precision", "source_sha256", "edgeseg_version")
+QDQ_FLOAT_KEY = "qdq_float_type"  # "float16" in a Q/DQ model with FP16 scales and float layers (edgeseg/qdq_fp16.py)
 REEXPORT = "re-export it with `edgeseg export`"
 INTEGER_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64")
 FLOAT_TYPES = ("float32", "float16", "float64")

@@ -6,17 +6,23 @@ is imported to read a version (torch's version comes from its package metadata).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import platform
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+# The one set-up command of a Jetson (scripts/setup.sh): a venv that sees JetPack's TensorRT, OpenCV and numpy, and
+# pycuda built with --no-build-isolation against that numpy. Every install hint on a Jetson names it.
+JETSON_SETUP = "bash scripts/setup.sh in the edgeseg checkout (JetPack's TensorRT, pycuda built against JetPack's numpy)"
 BOARD_MODEL = Path("/proc/device-tree/model")
 LIBRARIES = {"numpy": "numpy", "opencv": "opencv-python", "onnxruntime": "onnxruntime", "onnxruntime_gpu": "onnxruntime-gpu",
              "tensorrt": "tensorrt", "pycuda": "pycuda", "torch": "torch", "onnx": "onnx", "openvino": "openvino"}  # fmt: skip
@@ -158,19 +164,50 @@ def onnxruntime_info() -> dict[str, Any]:
 
 def tensorrt_info() -> dict[str, Any]:
     """TensorRT's version, whether edgeseg supports it (8.5 to 11.x), and whether it builds strongly typed only."""
-    trt, error = _import("tensorrt")
-    version = str(getattr(trt, "__version__", "")) or None
-    numbers = version_tuple(version) if version else ()
+    try:
+        import tensorrt as trt
+    except Exception as err:  # ImportError, or OSError when libnvinfer is missing behind the module
+        return {"version": None, "error": _first_line(err), "in_window": False, "strongly_typed_only": False}
+    version, error = str(trt.__version__), None
+    numbers = version_tuple(version)
     oldest, (newest_major,) = TENSORRT_WINDOW
     return {"version": version, "error": error,
             "in_window": bool(numbers) and numbers[:2] >= oldest and numbers[0] <= newest_major,
             "strongly_typed_only": bool(numbers) and numbers[0] >= 11}  # fmt: skip
 
 
+def import_pycuda_driver() -> tuple[Any, str | None]:
+    """(pycuda.driver, None), or (None, why it does not import).
+
+    ``pycuda.driver`` is pycuda's compiled extension; ``import pycuda`` alone works even when it is broken. A pycuda
+    built against a newer numpy than the one here fails in numpy's ``import_array``, which prints "module compiled
+    against API version 0x10 but this version of numpy is 0xd" and then raises an error that does not say so
+    (SystemError from pycuda's module init): that printed line is the reason given."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            import pycuda.driver as cuda
+    except Exception as err:  # ImportError, OSError (no libcuda), SystemError (numpy's C-API check)
+        said = [line for line in printed.getvalue().splitlines() if "API version" in line]
+        return None, said[0].replace("RuntimeError: ", "").split(" . Check")[0].strip() if said else _first_line(err)
+    return cuda, None
+
+
 def cuda_binding_info() -> dict[str, Any]:
-    """pycuda (edgeseg's CUDA binding) and, for information, cuda-python."""
-    pycuda, error = _import("pycuda")
-    return {"pycuda": getattr(pycuda, "VERSION_TEXT", None) if pycuda else None, "error": error,
+    """pycuda (edgeseg's CUDA binding) as TensorRT work uses it: its extension ``pycuda.driver`` imported (a pycuda
+    built against another numpy fails there, not at ``import pycuda``) and CUDA initialised through it; for
+    information, cuda-python. ``pycuda``: its version once ``pycuda.driver`` imports, else None."""
+    driver, error = import_pycuda_driver()
+    # the package imports even where its extension does not; a source checkout on sys.path has no distribution
+    installed = distribution_version("pycuda") or getattr(sys.modules.get("pycuda"), "VERSION_TEXT", None)
+    init_error = None
+    if driver is not None:
+        try:
+            driver.init()
+        except Exception as err:  # pycuda.driver.Error: no device, no driver, or the driver refuses this user
+            init_error = _first_line(err)
+    version = (installed or "unknown") if driver is not None else None
+    return {"pycuda": version, "installed": installed, "error": error, "init_error": init_error,
             "cuda_python": distribution_version("cuda-python")}  # fmt: skip
 
 
@@ -180,9 +217,10 @@ def gpus() -> list[dict[str, Any]]:
 
 
 def _gpus_from_pycuda() -> list[dict[str, Any]]:
+    cuda, _ = import_pycuda_driver()
+    if cuda is None:
+        return []
     try:
-        import pycuda.driver as cuda
-
         cuda.init()
         found = []
         for index in range(cuda.Device.count()):
@@ -191,7 +229,7 @@ def _gpus_from_pycuda() -> list[dict[str, Any]]:
             found.append({"name": device.name(), "compute_capability": f"{major}.{minor}",
                           "memory_mib": device.total_memory() // 2**20, "source": "pycuda"})  # fmt: skip
         return found
-    except Exception:  # pycuda absent, or present without a driver or GPU
+    except Exception:  # no driver or no GPU
         return []
 
 

@@ -107,7 +107,7 @@ def test_cli_verify_a_bundle_folder_verifies_every_model_in_it(bundle_dir, tmp_p
     report_path = tmp_path / "bundle.json"
     done = run_cli("verify", bundle_dir, "--json", report_path, "--threads", "1")
     assert done.returncode == 0, done.stderr[-1500:]
-    names = ["model.fp32.onnx", "model.fp16.onnx", "model.int8.qdq.onnx", "model.int8.onnx"]
+    names = ["model.fp32.onnx", "model.fp16.onnx", "model.int8.qdq.onnx", "model.int8.qdq.fp16.onnx", "model.int8.onnx"]
     assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("PASSED ")] == names
     report = json.loads(report_path.read_text())
     assert report["bundle"] == str(bundle_dir) and report["passed"] is True
@@ -128,6 +128,16 @@ def test_verify_refuses_a_json_folder_before_it_runs(bundle_dir, tmp_path):
     done = run_cli("verify", bundle_dir / "model.fp16.onnx", "--json", folder)
     assert_one_line_error(done, f"--json {folder}", "is a folder")
     assert done.stdout == "" and list(folder.iterdir()) == []
+
+
+def test_cli_verify_the_fp16_float_qdq_model_on_the_cpu(bundle_dir, tmp_path):
+    """The model strongly typed INT8 engines are built from runs through ONNX Runtime here, checked against export.json."""
+    report_path = tmp_path / "verify.json"
+    done = run_cli("verify", bundle_dir / "model.int8.qdq.fp16.onnx", "--json", report_path, "--min-agreement", "0.5")
+    assert done.returncode == 0 and "PASSED" in done.stdout, done.stderr[-1500:]
+    report = json.loads(report_path.read_text())
+    assert (report["model"], report["precision"], report["backend"]) == ("model.int8.qdq.fp16.onnx", "int8", "onnxruntime")
+    assert report["model_sha256"] == _manifest(bundle_dir)["files"]["int8_qdq_fp16"]["sha256"] and report["agreement"] > 0.5
 
 
 def test_cli_verify_a_checkpoint_through_pytorch(bundle_dir, small_checkpoint, tmp_path):
@@ -212,11 +222,30 @@ def test_bad_export_options_are_errors(small_checkpoint, tmp_path):
     assert not (tmp_path / "e").exists()
 
 
+def test_strongly_typed_int8_builds_from_the_fp16_float_qdq_model(bundle_copy, capsys):
+    """plan_build's source_key picks the file; a bundle from before that file existed builds from the plain Q/DQ model."""
+    from edgeseg.build import _source_onnx, plan_build
+
+    strong, weak = plan_build("10.3.0", "int8", "qdq"), plan_build("8.6.1", "int8", "qdq")
+    bundle = load_bundle(bundle_copy)
+    assert _source_onnx(bundle, strong).name == "model.int8.qdq.fp16.onnx"
+    assert _source_onnx(bundle, weak).name == "model.int8.qdq.onnx" and capsys.readouterr().out == ""
+    manifest = _manifest(bundle_copy)
+    del manifest["files"]["int8_qdq_fp16"]  # as an earlier edgeseg wrote it
+    (bundle_copy / "export.json").write_text(json.dumps(manifest))
+    assert _source_onnx(load_bundle(bundle_copy), strong).name == "model.int8.qdq.onnx"
+    note = capsys.readouterr().out.strip()
+    assert note.startswith("note: ") and "float layers then run in FP32" in note and len(note.splitlines()) == 1
+    with pytest.raises(EdgesegError, match="the bundle has no int8_qdq_fp16 model for a int8 engine"):
+        load_bundle(bundle_copy).onnx_for("int8_qdq_fp16", "int8")
+
+
 def test_load_bundle_errors(bundle_copy, tmp_path):
     bundle = load_bundle(bundle_copy / "model.fp16.onnx")  # a model file inside it finds the bundle too
     assert bundle.build_defaults["precisions"] == ["fp16", "int8"] and bundle.threshold("int8") == 0.85
-    assert bundle.onnx_for("int8", "qdq").name == "model.int8.qdq.onnx" and bundle.onnx_for("fp16").name == "model.fp16.onnx"
-    assert bundle.onnx_for("int8", "cache").name == "model.fp32.onnx"
+    names = {key: bundle.onnx_for(key, "int8").name for key in ("int8_qdq", "int8_qdq_fp16", "fp16", "fp32")}
+    assert names == {"int8_qdq": "model.int8.qdq.onnx", "int8_qdq_fp16": "model.int8.qdq.fp16.onnx",
+                     "fp16": "model.fp16.onnx", "fp32": "model.fp32.onnx"}  # fmt: skip
     manifest_path = bundle_copy / "export.json"
     manifest = _manifest(bundle_copy)
     manifest_path.write_text(json.dumps({**manifest, "bundle_format": 7}))

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli, run_without, site_without
+from conftest import ROOT, assert_one_line_error, run_cli, run_without, site_without
+from edgeseg.doctor import PYCUDA_REBUILD
+from edgeseg.sysinfo import JETSON_SETUP
 
 ROWS = ("Python", "numpy", "OpenCV", "ONNX Runtime", "TensorRT", "CUDA binding", "GPU", "DLA cores", "Jetson", "Cameras")
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -174,3 +178,59 @@ def test_opencv_build_flags_and_jetpack_release():
     assert jetpack_release("R36.9.9") == "6.x" and jetpack_release(None) is None
     if not HAS_TENSORRT:
         assert tensorrt_info()["version"] is None and tensorrt_info()["error"]
+
+
+# --- a pycuda whose extension does not import: what pip's isolated build gives on JetPack 5.1 ------------------
+NUMPY_API_LINE = ("RuntimeError: module compiled against API version 0x10 but this version of numpy is 0xd . Check the "
+                  "section C-API incompatibility at the Troubleshooting ImportError section")  # fmt: skip
+
+
+def broken_pycuda(tmp_path: Path) -> Path:
+    """A folder holding a pycuda package whose ``driver`` fails as a pycuda built against numpy 1.24 does under
+    numpy 1.17.4: numpy prints its C-API line, then the import fails. A stand-in package, not pycuda."""
+    package = tmp_path / "broken" / "pycuda"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('VERSION_TEXT = "2026.1"\n')
+    (package / "driver.py").write_text(f"import sys\nsys.stderr.write({NUMPY_API_LINE + chr(10)!r})\n"
+                                       "raise ImportError('numpy.core.multiarray failed to import')\n")  # fmt: skip
+    return package.parent
+
+
+def test_a_pycuda_whose_driver_fails_is_missing_with_the_rebuild(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{broken_pycuda(tmp_path)}{os.pathsep}{ROOT}"}
+    json_path = tmp_path / "doctor.json"
+    command = [sys.executable, "-m", "edgeseg", "doctor", "--for", "trt", "--json", str(json_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    status, rest = table_rows(done.stdout)["CUDA binding"]
+    assert status == "missing", rest
+    assert "pycuda 2026.1, but pycuda.driver fails: module compiled against API version 0x10 but this version of numpy is 0xd" in rest
+    assert rest.endswith(f"fix: {PYCUDA_REBUILD}"), rest  # not a Jetson here: the rebuild against this numpy
+    assert "pycuda.driver" in done.stderr.strip().splitlines()[-1] and NUMPY_API_LINE not in done.stderr
+    binding = json.loads(json_path.read_text())["facts"]["cuda_binding"]
+    assert binding["pycuda"] is None and binding["installed"] == "2026.1" and "API version 0x10" in binding["error"]
+
+
+def test_on_a_jetson_a_broken_pycuda_names_the_set_up_command_for_its_jetpack():
+    from edgeseg.doctor import checks, unmet
+
+    error = "module compiled against API version 0x10 but this version of numpy is 0xd"
+    facts = jetson_facts(cuda_binding={"pycuda": None, "installed": "2026.1", "error": error, "cuda_python": None})
+    row = {row.name: row for row in checks(facts)}["CUDA binding"]
+    assert row.status == "missing" and error in row.found
+    assert row.fix == f"JetPack 5.1.2: {JETSON_SETUP}" and "bash scripts/setup.sh" in row.fix
+    assert unmet(facts, "trt") == ["pycuda.driver"]
+    cold = jetson_facts(cuda_binding={"pycuda": "2026.1", "installed": "2026.1", "error": None,
+                                      "init_error": "cuInit failed: unknown error", "cuda_python": None})  # fmt: skip
+    row = {row.name: row for row in checks(cold)}["CUDA binding"]
+    assert row.status == "missing" and "CUDA does not initialise: cuInit failed" in row.found and "video" in row.fix
+    assert unmet(cold, "trt") == ["CUDA initialised through pycuda"]
+
+
+def test_every_jetson_install_hint_is_the_set_up_command():
+    from edgeseg import doctor
+    from edgeseg.runtime.trt.support import INSTALL_HINT
+
+    for hint in (INSTALL_HINT, doctor.TENSORRT_FIX_JETSON, doctor.OPENCV_FIX_JETSON):
+        assert "bash scripts/setup.sh" in hint, hint
+    assert "pip install pycuda" not in INSTALL_HINT

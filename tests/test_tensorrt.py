@@ -17,7 +17,8 @@ from edgeseg.engine_manifest import (
 )
 from edgeseg.errors import EdgesegError
 
-ORIN = {"tensorrt_version": "8.5.2.2", "gpu_name": "Orin", "compute_capability": "8.7", "cuda_version": "11.4"}
+ORIN = {"tensorrt_version": "8.5.2.2", "gpu_name": "Orin", "compute_capability": "8.7", "cuda_driver": "11.4",
+        "cuda_runtime": "11.4"}
 H100 = {"tensorrt_version": "10.3.0.26", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 
 
@@ -148,23 +149,26 @@ def test_version_helpers():
 @pytest.mark.parametrize(
     "version, precision, source, expected",
     [
-        ("8.5.2.2", "fp16", None, ("fp32", False, ("FP16",))),
-        ("8.6.1.6", "int8", "qdq", ("int8", False, ("FP16", "INT8"))),
-        ("8.5.2.2", "int8", "cache", ("fp32", False, ("FP16", "INT8"))),
-        ("10.3.0", "fp16", None, ("fp16", True, ())),
-        ("10.3.0", "int8", "qdq", ("int8", True, ())),
-        ("10.3.0", "int8", "ranges", ("fp32", False, ("FP16", "INT8"))),
-        ("10.3.0", "fp32", None, ("fp32", False, ())),
-        ("11.1.0", "fp16", None, ("fp16", True, ())),
-        ("11.1.0", "int8", "qdq", ("int8", True, ())),
-        ("11.1.0", "fp32", None, ("fp32", True, ())),
+        ("8.5.2.2", "fp16", None, ("fp32", False, ("FP16",), "fp32")),
+        ("8.5.2.2", "int8", "qdq", ("int8", False, ("FP16", "INT8"), "int8_qdq")),  # FP16 outside the Q/DQ pairs
+        ("8.6.1.6", "int8", "qdq", ("int8", False, ("FP16", "INT8"), "int8_qdq")),
+        ("8.5.2.2", "int8", "cache", ("fp32", False, ("FP16", "INT8"), "fp32")),
+        ("10.3.0", "fp16", None, ("fp16", True, (), "fp16")),
+        ("10.3.0", "int8", "qdq", ("int8", True, (), "int8_qdq_fp16")),  # strongly typed: FP16 float layers
+        ("10.13.0", "int8", "qdq", ("int8", True, (), "int8_qdq_fp16")),
+        ("10.3.0", "int8", "ranges", ("fp32", False, ("FP16", "INT8"), "fp32")),
+        ("10.3.0", "fp32", None, ("fp32", False, (), "fp32")),
+        ("11.1.0", "fp16", None, ("fp16", True, (), "fp16")),
+        ("11.1.0", "int8", "qdq", ("int8", True, (), "int8_qdq_fp16")),
+        ("11.4.1", "int8", "qdq", ("int8", True, (), "int8_qdq_fp16")),
+        ("11.1.0", "fp32", None, ("fp32", True, (), "fp32")),
     ],
 )  # fmt: skip
 def test_plan_build_per_version(version, precision, source, expected):
     from edgeseg.build import plan_build
 
     plan = plan_build(version, precision, source)
-    assert (plan.source_precision, plan.strongly_typed, plan.builder_flags) == expected
+    assert (plan.source_precision, plan.strongly_typed, plan.builder_flags, plan.source_key) == expected
     assert plan.int8_source == (source if precision == "int8" else None)
 
 
@@ -219,6 +223,73 @@ def test_dtype_map_is_edgesegs_own():
     with pytest.raises(EdgesegError) as err:
         numpy_dtype(Named("BF16"))
     assert "BF16" in _one_line(err)
+
+
+def test_cuda_driver_and_runtime_are_recorded_as_what_they_are(tmp_path):
+    """cuda_driver: cuDriverGetVersion (nvidia-smi's "CUDA Version"); cuda_runtime: cudaRuntimeGetVersion of libcudart."""
+    import ctypes
+
+    from edgeseg.runtime.trt.cuda import _loaded_cudart, cuda_runtime_version, cuda_version_text
+
+    assert [cuda_version_text(v) for v in (11040, 12060, 13000)] == ["11.4", "12.6", "13.0"]
+    maps = tmp_path / "maps"
+    maps.write_text("7f00-7f01 r-xp 0 08:01 12 /usr/local/cuda-12.6/lib64/libcudart.so.12.6.77\n7f02-7f03 r-xp 0 0 0 /lib/libc.so.6\n")
+    assert _loaded_cudart(maps) == ["/usr/local/cuda-12.6/lib64/libcudart.so.12.6.77"] and _loaded_cudart(tmp_path / "x") == []
+    try:  # the runtime library itself, where the loader finds one (no GPU needed): its own answer
+        library, expected = ctypes.CDLL("libcudart.so"), ctypes.c_int()
+        assert library.cudaRuntimeGetVersion(ctypes.byref(expected)) == 0
+        assert cuda_runtime_version() == cuda_version_text(expected.value)
+    except OSError:
+        assert cuda_runtime_version(maps=tmp_path / "x") in (None, *[f"{m}.{n}" for m in (11, 12, 13) for n in range(10)])
+    facts = system_facts()
+    assert "cuda_version" not in facts and {"cuda_driver", "cuda_runtime"} <= set(facts)
+
+
+class _TimingCacheConfig:
+    """The two IBuilderConfig calls _use_timing_cache makes, answering as TensorRT does: create_timing_cache gives
+    None for bytes it cannot read (NVIDIA's samples check for nullptr), set_timing_cache False for another device's."""
+
+    def __init__(self, fresh_ok: bool = True) -> None:
+        self.fresh_ok, self.caches = fresh_ok, []
+
+    def create_timing_cache(self, blob: bytes):
+        return ("cache", blob) if (blob == b"" and self.fresh_ok) or blob == b"good" else None
+
+    def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+        assert cache is not None and ignore_mismatch is False
+        self.caches.append(cache)
+        return True
+
+
+def test_an_unreadable_timing_cache_starts_a_new_one_and_a_failed_new_one_is_one_line(tmp_path, capsys):
+    from edgeseg.build import _use_timing_cache
+
+    saved = tmp_path / "trt.cache"
+    saved.write_bytes(b"good")
+    config = _TimingCacheConfig()
+    assert _use_timing_cache(config, saved) is True and config.caches == [("cache", b"good")]
+    saved.write_bytes(b"damaged")
+    config = _TimingCacheConfig()
+    assert _use_timing_cache(config, saved) is False and config.caches == [("cache", b"")]
+    assert "starting a new timing cache" in capsys.readouterr().out
+    with pytest.raises(EdgesegError) as err:
+        _use_timing_cache(_TimingCacheConfig(fresh_ok=False), saved)
+    assert _one_line(err).startswith(f"--timing-cache {saved}: TensorRT could not make a timing cache")
+
+
+def test_no_execution_context_is_one_line(tmp_path):
+    """create_execution_context gives None when the context's memory cannot be had (NVIDIA/TensorRT#3017)."""
+    from edgeseg.runtime.backends.tensorrt_backend import execution_context
+
+    class NoMemory:  # an engine as TensorRT returns one whose context cannot be allocated
+        def create_execution_context(self):
+            return None
+
+    with pytest.raises(EdgesegError) as err:
+        execution_context(NoMemory(), tmp_path / "model.int8.engine")
+    line = _one_line(err)
+    assert line.startswith(f"{tmp_path / 'model.int8.engine'}: TensorRT could not create an execution context")
+    assert "GPU memory" in line
 
 
 def test_dla_checks():
@@ -552,6 +623,19 @@ def test_engine_from_another_system_is_refused(fp16_engine, tmp_path):
     manifest_path(engine).write_text(json.dumps({**manifest, "tensorrt_version": "7.0.0.11"}))
     with pytest.raises(EdgesegError, match="built for TensorRT 7.0.0"):
         Segmenter.load(engine, device="cuda")
+
+
+def test_dla_int8_takes_calibration_not_qdq_before_11():
+    """DLA runs INT8 from calibration scales only, not Q/DQ nodes, before TensorRT 11 (NVIDIA/TensorRT#2222)."""
+    from edgeseg.build import plan_build
+
+    for version in ("8.5.2", "8.6.1", "10.3.0"):
+        with pytest.raises(EdgesegError) as err:
+            plan_build(version, "int8", "qdq", dla=True)
+        assert _one_line(err).startswith("--dla-core with --int8-source qdq") and "--int8-source cache" in str(err.value)
+    assert plan_build("10.3.0", "int8", "ranges", dla=True).source_key == "fp32"
+    strong = plan_build("11.4.1", "int8", "qdq", dla=True)  # 11.4.1: strongly typed DLA on AGX Orin, JetPack 7.2.2
+    assert (strong.strongly_typed, strong.source_key) == (True, "int8_qdq_fp16")
 
 
 def test_dla_builds_stay_weakly_typed_before_11():

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-from edgeseg.onnx_meta import check_graph_io, parse_meta
+from edgeseg.onnx_meta import QDQ_FLOAT_KEY, check_graph_io, parse_meta, read_metadata_props
 from edgeseg.runtime.backends.amx import has_amx_int8, route_convs_to_amx
 from edgeseg.runtime.backends.base import Backend, fit_fixed_batch
 from edgeseg.runtime.backends.early_exit import without_last_upsample
@@ -106,16 +106,21 @@ def _open_sessions(ort, path: Path, device: str, threads: int | None, amx: bool,
     provider, install = PROVIDERS[kind]
     if provider not in ort.get_available_providers():
         raise EdgesegError(f"--device {device}: ONNX Runtime here has no {provider}; install {install}")
+    if not path.is_file():
+        raise EdgesegError(f"{path}: no such model file; check the path")
+    half_qdq = _has_fp16_qdq(path)
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ONNX Runtime's graph rewrites mishandle FP16 Q/DQ scales (1.32: ENABLE_ALL refuses such a model, a QLinearConcat
+    # with an FP16 scale; ENABLE_BASIC changed 7 % of the held-out labels): a model with them runs as written
+    levels = ort.GraphOptimizationLevel
+    options.graph_optimization_level = levels.ORT_DISABLE_ALL if half_qdq else levels.ORT_ENABLE_ALL
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if not path.is_file():
-        raise EdgesegError(f"{path}: no such model file; check the path")
-    model, on_amx, early_model = _edited_models(path, amx and kind == "cpu", early_exit and kind == "cpu")
+    cpu = kind == "cpu"
+    model, on_amx, early_model = _edited_models(path, amx and cpu and not half_qdq, early_exit and cpu)
     try:
         session = ort.InferenceSession(model or str(path), options, providers=[provider])
         early = ort.InferenceSession(early_model, options, providers=[provider]) if early_model else None
@@ -123,6 +128,15 @@ def _open_sessions(ort, path: Path, device: str, threads: int | None, amx: bool,
     except Exception as err:  # ORT raises its own exception types for corrupt or truncated files
         reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise EdgesegError(f"{path}: cannot be loaded by ONNX Runtime ({reason}); re-export it with `edgeseg export`") from None
+
+
+def _has_fp16_qdq(path: Path) -> bool:
+    """Whether ``path`` is a Q/DQ model with FP16 scales (its metadata says so); False for a damaged file, which
+    ONNX Runtime then reports in its own words."""
+    try:
+        return read_metadata_props(path.read_bytes()).get(QDQ_FLOAT_KEY) == "float16"
+    except (EdgesegError, OSError):
+        return False
 
 
 def _edited_models(path: Path, amx: bool, early_exit: bool) -> tuple[bytes | None, bool, bytes | None]:

@@ -14,7 +14,7 @@ each stage. An ``--argmax`` engine outputs int32 class ids (see edgeseg/build.py
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from edgeseg.meta import ModelMeta
 from edgeseg.onnx_meta import parse_meta
 from edgeseg.runtime.backends.base import Backend
 from edgeseg.runtime.trt.support import dla_problem, numpy_dtype
+
+if TYPE_CHECKING:
+    import tensorrt as trt
 
 GPU_DEVICES = ("auto", "cuda", "gpu", "tensorrt")
 REBUILD = "rebuild it here with `edgeseg build BUNDLE`"
@@ -70,11 +73,11 @@ class TensorRTBackend(Backend):
             if problem:
                 raise EdgesegError(f"{problem.split(';')[0]}; {REBUILD} without --dla-core")
             self._runtime.DLA_core = int(dla_core)  # before deserializing: the engine runs on that core
-        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())  # None on failure (its docstring)
         if engine is None:
             raise EdgesegError(f"{self.path}: TensorRT could not load this engine (see its message above); {REBUILD}")
         self._engine: Optional[trt.ICudaEngine] = engine
-        self._execution: Optional[trt.IExecutionContext] = engine.create_execution_context()
+        self._execution: Optional[trt.IExecutionContext] = execution_context(engine, self.path)
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
@@ -176,6 +179,17 @@ class TensorRTBackend(Backend):
                 self.close()
             except Exception:  # interpreter shutdown: CUDA may already be gone
                 pass
+
+
+def execution_context(engine: "trt.ICudaEngine", path: Path) -> "trt.IExecutionContext":
+    """The engine's execution context; one line when TensorRT returns none, as it does when the context's device
+    memory cannot be allocated (NVIDIA/TensorRT#3017; NVIDIA's samples check for it, sampleInference.cpp in 10.3)."""
+    execution = engine.create_execution_context()
+    if execution is None:
+        raise EdgesegError(f"{path}: TensorRT could not create an execution context for this engine (see its message "
+                           "above; usually too little free GPU memory): close other GPU programs, or rebuild it for a "
+                           "smaller --batch or --dynamic-batch")  # fmt: skip
+    return execution
 
 
 def gpu_index(device: Optional[str]) -> int:

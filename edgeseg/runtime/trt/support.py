@@ -13,12 +13,12 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from edgeseg.errors import EdgesegError
+from edgeseg.sysinfo import JETSON_SETUP, import_pycuda_driver
 
 MIN_VERSION = (8, 5)  # the tensor-name runtime API (set_tensor_address, execute_async_v3) starts at 8.5
 MAX_VERSION = (12, 0)  # exclusive: 11.x is the newest major this code path knows
 WINDOW = ">=8.5,<12"
-INSTALL_HINT = ("pip install 'edgeseg[trt]' (TensorRT 8.5 to 11.x and pycuda); on a Jetson use JetPack's "
-                "python3-libnvinfer in a venv made with --system-site-packages, and pip install pycuda")  # fmt: skip
+INSTALL_HINT = f"pip install 'edgeseg[trt]' (TensorRT 8.5 to 11.x and pycuda); on a Jetson: {JETSON_SETUP}"
 
 # TensorRT DataType member name -> numpy dtype; edgeseg's own (trt.nptype of 8.5.2 uses np.bool, gone in numpy 1.24)
 NUMPY_DTYPES: Dict[str, Any] = {
@@ -112,10 +112,9 @@ def require_tensorrt(flag: str = "--engine") -> str:
     problem = window_problem(version)
     if problem:
         raise EdgesegError(f"{flag}: {problem}")
-    try:
-        import pycuda.driver as cuda
-    except Exception as err:
-        raise EdgesegError(f"{flag}: TensorRT {version} found but not pycuda ({first_line(err)}); {INSTALL_HINT}") from None
+    cuda, error = import_pycuda_driver()
+    if cuda is None:
+        raise EdgesegError(f"{flag}: TensorRT {version} found but not pycuda.driver ({error}); {INSTALL_HINT}")
     try:
         cuda.init()
         count, reason = cuda.Device.count(), "no device"
