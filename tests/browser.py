@@ -56,9 +56,15 @@ def start():
     driver.set_page_load_timeout(PAGE_LOAD_S)
     driver.set_script_timeout(PAGE_LOAD_S)
     driver.edgeseg_profile = profile
-    driver.get("about:blank")
-    console_errors(driver), requested_urls(driver)  # from here on, the logs hold only what the test opens
+    blank(driver)
     return driver
+
+
+def blank(driver) -> None:
+    """An empty page and empty logs: from here on they hold only what the next test opens (a page left open
+    by an earlier test would go on polling its closed server, and its failed requests would count)."""
+    driver.get("about:blank")
+    console_errors(driver), requested_urls(driver)
 
 
 def stop(driver) -> None:

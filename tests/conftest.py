@@ -151,13 +151,22 @@ def can_mount_a_private_tmpfs() -> bool:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def chromium_driver():
     """Headless Chromium (tests/browser.py): skips without it, fails instead under EDGESEG_REQUIRE_BROWSER=1."""
     import browser as chromium
 
     driver = chromium.start()
     yield driver
     chromium.stop(driver)
+
+
+@pytest.fixture()
+def browser(chromium_driver):
+    """The module's Chromium on an empty page, its logs emptied: each test sees only its own pages."""
+    import browser as chromium
+
+    chromium.blank(chromium_driver)
+    return chromium_driver
 
 
 @pytest.fixture(scope="session")

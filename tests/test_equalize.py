@@ -237,7 +237,7 @@ def test_export_equalize_end_to_end(small_checkpoint, camvid, tmp_path):
     assert all({"conv", "reason"} <= set(s) for s in equalization["skipped"])
     assert manifest["options"]["equalize"] == "cle+bias"
     assert set(manifest["files"]) == {"fp32", "int8_qdq", "int8_qdq_fp16", "int8"}  # no cache: it would not fit the plain FP32 model
-    assert sorted(p.name for p in out.glob("*.onnx")) == ["model.fp32.onnx", "model.int8.onnx", "model.int8.qdq.onnx"]
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["model.fp32.onnx", "model.int8.onnx", "model.int8.qdq.fp16.onnx", "model.int8.qdq.onnx"]
     plain = tmp_path / "plain"
     done = run_cli("export", small_checkpoint, "--out", plain, "--no-verify")
     assert done.returncode == 0, done.stderr[-2000:]

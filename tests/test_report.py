@@ -75,7 +75,7 @@ def test_export_writes_a_report_that_holds_export_and_fidelity_json(int8_bundle)
     assert model["MACs"] == [f"{manifest['complexity']['macs'] / 1e9:.2f} G"]
     assert model["parameters"] == [f"{manifest['complexity']['params'] / 1e6:.2f} M"]
     precisions = _rows(page, "precisions")
-    assert list(precisions) == ["model", "model.fp32.onnx", "model.fp16.onnx", "model.int8.qdq.onnx", "model.int8.onnx"]
+    assert list(precisions) == ["model", "model.fp32.onnx", "model.fp16.onnx", "model.int8.qdq.onnx", "model.int8.qdq.fp16.onnx", "model.int8.onnx"]
     for entry in fidelity["models"]:
         row = precisions[entry["model"]]
         precision = row[0]
@@ -93,7 +93,7 @@ def test_export_writes_a_report_that_holds_export_and_fidelity_json(int8_bundle)
     assert matrix.shape == (11, 11) and matrix.sum() == fidelity["models"][-1]["model_metrics"]["num_pixels"]
     text = report.read_text()
     assert text.count("<rect") > 11 * 11 and "Confusion matrix: model.int8.onnx" in text
-    assert len(page.images) == 3 * 2 * 4  # FP16 and both INT8 forms, 2 images each: input, reference, deployed, difference
+    assert len(page.images) == 4 * 2 * 4  # FP16 and the three INT8 models, 2 images each: input, reference, deployed, difference
     assert all(_decodes(src) for src in page.images)
     assert not re.search(r"(src|href)=\"(?!data:)", text) and "<script" not in text  # nothing to fetch, nothing to run
 
@@ -103,7 +103,7 @@ def test_export_report_in_chromium_from_file_with_no_network(browser, int8_bundl
     browser.get(report.as_uri())
     assert browser.title.startswith("edgeseg export")
     decoded = browser.execute_script("return [...document.images].map(i => i.complete && i.naturalWidth > 0)")
-    assert len(decoded) == 24 and all(decoded)
+    assert len(decoded) == 4 * 2 * 4 and all(decoded)
     assert browser.execute_script("return document.querySelectorAll('svg').length") == 2
     page = chromium.screenshot(browser)
     cv2.imwrite(str(tmp_path / "report.png"), page)

@@ -224,7 +224,7 @@ def test_int8_model_evals_and_runs(exported, camvid, camvid_clip, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "run.json").read_text())["processed"] == 3
     fidelity = json.loads((exported.onnx_path.parent / "fidelity.json").read_text())
-    assert [m["model"] for m in fidelity["models"]] == ["model.fp32.onnx", "model.int8.qdq.onnx", "model.int8.onnx"]
+    assert [m["model"] for m in fidelity["models"]] == ["model.fp32.onnx", "model.int8.qdq.onnx", "model.int8.qdq.fp16.onnx", "model.int8.onnx"]
 
 
 def test_bench_shows_gmacs_from_the_model_file(exported, trained):
