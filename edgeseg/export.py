@@ -182,7 +182,6 @@ class _Export:
             self._timed("fp16", self.fp16, fp32)
         if "int8" in self.opts.precisions:
             self._timed("int8", self.int8, fp32)
-            self._timed("int8_qdq_fp16", self.int8_qdq_fp16)
         fidelity = self._timed("fidelity", self.fidelity) if self.opts.verify and len(self.files) > 1 else None
         if self.opts.verify:
             self._timed("verify_set", self.verify_set)
@@ -250,7 +249,9 @@ class _Export:
         cpu = quantize.quantize_int8(fp32, ranges_path, self.path("int8.onnx"), "cpu", keep_fp)
         for artefact in (qdq, cpu):
             _set_precision(artefact, self._properties("int8"))
-        self.files.update({"int8_qdq": qdq, "int8": cpu})
+        self.files["int8_qdq"] = qdq
+        half = self._timed("int8_qdq_fp16", self.int8_qdq_fp16)  # part of this step's seconds too
+        self.files["int8"] = cpu
         header = None
         if fp32 == plain:  # the cache and ranges fit model.fp32.onnx only when INT8 was calibrated on it
             cache = quantize.write_calibration_cache(ranges, quantize.activation_scales(qdq), self.opts.trt_version,
@@ -266,16 +267,16 @@ class _Export:
             "keep_fp": keep_fp, "trt_cache_header": header,
         }  # fmt: skip
         made = f", calib.cache ({self.opts.trt_version})" if header else " (equalized: no calibration cache)"
-        print(f"int8: {qdq.name} (TensorRT Q/DQ), {cpu.name} (CPU){made}")
+        print(f"int8: {qdq.name} (TensorRT Q/DQ), {half.name} (the same, FP16 float layers), {cpu.name} (CPU){made}")
 
-    def int8_qdq_fp16(self) -> None:
+    def int8_qdq_fp16(self) -> Path:
         """The Q/DQ model with FP16 float parts, which strongly typed INT8 engines (TensorRT 10.x, 11.x) are built from."""
         from edgeseg.qdq_fp16 import fp16_float_parts
 
         path = self.path("int8.qdq.fp16.onnx")
         self.report["int8_qdq_fp16"] = fp16_float_parts(self.files["int8_qdq"], path)
         self.files["int8_qdq_fp16"] = path
-        print(f"int8: {path.name} (TensorRT Q/DQ, FP16 float layers, opset {self.report['int8_qdq_fp16']['opset']})")
+        return path
 
     def _equalize(self, fp32: Path, count: int) -> Path:
         """The equalized (--equalize) copy of the FP32 model that calibration and INT8 start from; what was done into export.json."""

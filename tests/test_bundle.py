@@ -107,7 +107,7 @@ def test_cli_verify_a_bundle_folder_verifies_every_model_in_it(bundle_dir, tmp_p
     report_path = tmp_path / "bundle.json"
     done = run_cli("verify", bundle_dir, "--json", report_path, "--threads", "1")
     assert done.returncode == 0, done.stderr[-1500:]
-    names = ["model.fp32.onnx", "model.fp16.onnx", "model.int8.qdq.onnx", "model.int8.onnx", "model.int8.qdq.fp16.onnx"]
+    names = ["model.fp32.onnx", "model.fp16.onnx", "model.int8.qdq.onnx", "model.int8.qdq.fp16.onnx", "model.int8.onnx"]
     assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("PASSED ")] == names
     report = json.loads(report_path.read_text())
     assert report["bundle"] == str(bundle_dir) and report["passed"] is True
