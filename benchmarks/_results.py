@@ -12,7 +12,7 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 sys.path.insert(0, str(ROOT))
 
-from edgeseg.fileio import write_bytes, write_json  # noqa: E402
+from edgeseg.core.fileio import write_bytes, write_json  # noqa: E402
 
 
 CPU_FLAGS_OF_NOTE = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni",
@@ -21,7 +21,7 @@ CPU_FLAGS_OF_NOTE = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
 
 def cpu_flags() -> list[str]:
     """The flags of /proc/cpuinfo that decide CPU inference speed (x86 SIMD, VNNI, AMX; Arm NEON dot product, SVE)."""
-    from edgeseg.sysinfo import read_text
+    from edgeseg.core.sysinfo import read_text
 
     cpuinfo = read_text(Path("/proc/cpuinfo")) or ""
     names = ("flags", "Features")  # x86, Arm
@@ -32,7 +32,7 @@ def cpu_flags() -> list[str]:
 def machine(threads: int | None = None) -> dict:
     """What every result records about the machine: environment, a one-line summary, the CPU flags of note
     and the load average (a busy machine slows every timing)."""
-    from edgeseg.sysinfo import environment, summary
+    from edgeseg.core.sysinfo import environment, summary
 
     info = environment(threads=threads)
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None

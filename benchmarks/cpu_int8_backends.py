@@ -40,8 +40,8 @@ from _results import machine as shared_machine
 import cv2
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.onnx_meta import read_meta
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.onnx_meta import read_meta
 from edgeseg.runtime import open_backend
 from edgeseg.runtime.preprocess import Preprocessor
 
@@ -121,7 +121,7 @@ def _prepared(image: np.ndarray, meta) -> np.ndarray:
 
 def calibration_info(export: Path, camvid: Path, count: int | None) -> dict:
     """The export's calibration images (its manifest and count), else the first CamVid train frames."""
-    from edgeseg.calibration import load_calibration_set
+    from edgeseg.export.calibration import load_calibration_set
 
     recorded = json.loads((export / "export.json").read_text()).get("calibration") or {}
     count = count or recorded.get("images") or 64
@@ -142,7 +142,7 @@ def ort_u8s8(fp32: Path, out: Path, meta, calibration: dict) -> Path:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from edgeseg.onnx_meta import META_KEY, write_meta
+    from edgeseg.core.onnx_meta import META_KEY, write_meta
 
     paths = calibration["images"]
 

@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "out/bench/export"))
     args = parser.parse_args()
 
-    from edgeseg.export import export_onnx
+    from edgeseg.export.exporter import export_onnx
 
     out = Path(args.out)
     start = time.perf_counter()
@@ -70,11 +70,11 @@ def _split_size(args) -> int:
 
 def other_method(result, method: str, args) -> dict:
     """Calibrate with ``method`` on the same images, quantize both forms, score them like the export did."""
-    from edgeseg import quantize
-    from edgeseg.calibration import load_calibration_set
+    from edgeseg.export import quantize
+    from edgeseg.export.calibration import load_calibration_set
     from edgeseg.data import SegmentationData, resolve_dataset
-    from edgeseg.export import calibration_batches
-    from edgeseg.fidelity import compare_to_reference, format_fidelity, reference_predictions
+    from edgeseg.export.exporter import calibration_batches
+    from edgeseg.evaluate.fidelity import compare_to_reference, format_fidelity, reference_predictions
     from edgeseg.runtime import Segmenter
 
     fp32 = result.files["fp32"]

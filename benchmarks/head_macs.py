@@ -3,7 +3,7 @@
     python benchmarks/head_macs.py [--classes 11] [--threads 2] [--rounds 5] [--iters 4] [--no-latency] [--results-md]
 
 1. MACs (Conv2d and Linear multiply-accumulates, one image) and parameters of both heads, whole network and
-   head only (everything outside the backbone), at 360x480 and 512x512 (edgeseg.complexity, the counter export
+   head only (everything outside the backbone), at 360x480 and 512x512 (edgeseg.model.complexity, the counter export
    records in every model's metadata). Goal: separable head MACs <= 0.25 x the seed-exact head's.
 2. FP32 ONNX Runtime latency of both at 360x480, batch 1, --threads threads, model only, untrained weights
    exported by `edgeseg export` (the same graph a trained model gets), the two models' rounds interleaved.
@@ -51,8 +51,8 @@ def main() -> None:
 
 
 def count(classes: int) -> list[dict]:
-    from edgeseg.complexity import measure
-    from edgeseg.model import build_model
+    from edgeseg.model.complexity import measure
+    from edgeseg.model.network import build_model
 
     rows: list[dict] = []
     for size in SIZES:
@@ -95,10 +95,10 @@ def export(classes: int, head: str, folder: Path) -> Path:
     """An untrained model of ``head`` through `edgeseg export` (FP32 only, no proofs)."""
     import torch
 
-    from edgeseg.checkpoint import checkpoint_dict, save_checkpoint
-    from edgeseg.export import export_onnx
-    from edgeseg.meta import ModelMeta, default_class_names, default_palette
-    from edgeseg.model import build_model
+    from edgeseg.model.checkpoint import checkpoint_dict, save_checkpoint
+    from edgeseg.export.exporter import export_onnx
+    from edgeseg.core.meta import ModelMeta, default_class_names, default_palette
+    from edgeseg.model.network import build_model
 
     meta = ModelMeta(num_classes=classes, classes=default_class_names(classes), palette=default_palette(classes),
                      ignore_index=255, input_size=LATENCY_SIZE, head=head)  # fmt: skip
@@ -112,7 +112,7 @@ def machine(threads: int) -> dict:
 
 
 def render(report: dict) -> str:
-    from edgeseg.sysinfo import summary
+    from edgeseg.core.sysinfo import summary
 
     env = report["machine"]
     lines = [f"## The separable head against the seed-exact one ({report['classes']} classes) — `python benchmarks/head_macs.py`", ""]

@@ -4,7 +4,7 @@
         [--calib calib_data/camvid-train-heldout-256] [--split heldout] [--variants plain,cle-skip,cle,bias,cle+bias]
 
 For each model: the plain FP32 export; then per variant the FP32 model the INT8 step starts from
-(plain, or equalized by edgeseg/equalize.py), calibrated on the same images with the export's
+(plain, or equalized by edgeseg/export/equalize.py), calibrated on the same images with the export's
 default settings, and both INT8 forms (model.int8.onnx CPU form, model.int8.qdq.onnx TensorRT
 form, run on ONNX Runtime's CPU provider) scored against PyTorch on --split (CamVid's held-out
 drive 0006R0 by default): mIoU change, worst class change, pixel agreement. An equalized FP32
@@ -96,10 +96,10 @@ def merged_models(names: list[str], report: dict) -> list[dict]:
 def untrained_separable(data: str, work: Path) -> Path:
     import torch
 
-    from edgeseg.checkpoint import checkpoint_dict, save_checkpoint
+    from edgeseg.model.checkpoint import checkpoint_dict, save_checkpoint
     from edgeseg.data import resolve_dataset
-    from edgeseg.meta import ModelMeta
-    from edgeseg.model import build_model
+    from edgeseg.core.meta import ModelMeta
+    from edgeseg.model.network import build_model
 
     spec = resolve_dataset(data)
     meta = ModelMeta(num_classes=spec.num_classes, classes=spec.classes, palette=spec.palette,
@@ -111,12 +111,12 @@ def untrained_separable(data: str, work: Path) -> Path:
 
 def measure_model(model: Path, variants: list[str], args, work: Path, progress) -> None:
     """Every variant of one model; ``progress(entry)`` after each, so a long run saves what it has."""
-    from edgeseg import quantize
-    from edgeseg.calibration import load_calibration_set
+    from edgeseg.export import quantize
+    from edgeseg.export.calibration import load_calibration_set
     from edgeseg.data import SegmentationData, resolve_dataset
-    from edgeseg.equalize import DEFAULT_HEADROOM, equalize_onnx
-    from edgeseg.export import calibration_batches, export_onnx
-    from edgeseg.fidelity import compare_to_reference, reference_predictions
+    from edgeseg.export.equalize import DEFAULT_HEADROOM, equalize_onnx
+    from edgeseg.export.exporter import calibration_batches, export_onnx
+    from edgeseg.evaluate.fidelity import compare_to_reference, reference_predictions
     from edgeseg.runtime import Segmenter
 
     headroom = args.headroom or DEFAULT_HEADROOM

@@ -54,7 +54,7 @@ def main() -> None:
 def deployed_models(args, scratch: Path) -> dict[str, Path]:
     fp32, int8 = Path(args.fp32), Path(args.int8)
     if not fp32.is_file():
-        from edgeseg.export import export_onnx
+        from edgeseg.export.exporter import export_onnx
 
         print(f"note: {fp32} not found; exporting FP32 ONNX from {args.model}")
         fp32 = export_onnx(Path(args.model), scratch / "export", verify=False).onnx_path
@@ -77,7 +77,7 @@ def val_images(data: str, count: int):
 
 
 def time_models(models: dict[str, Path], images, threads: int, rounds: int, iters: int) -> dict:
-    from edgeseg.bench import benchmark_models
+    from edgeseg.deploy.bench import benchmark_models
 
     runs: dict[str, dict[str, list]] = {name: {"end-to-end": [], "model-only": []} for name in models}
     for _ in range(rounds):
@@ -100,7 +100,7 @@ def _combine(results: list[dict]) -> dict:
 
 def label_agreement(models: dict[str, Path], data: str) -> dict[str, float]:
     from edgeseg.data import SegmentationData, resolve_dataset
-    from edgeseg.fidelity import compare_to_reference, reference_predictions
+    from edgeseg.evaluate.fidelity import compare_to_reference, reference_predictions
     from edgeseg.runtime import Segmenter
 
     dataset = SegmentationData(resolve_dataset(data), "val")
@@ -171,7 +171,7 @@ def render(report: dict) -> str:
 
 
 def environment(threads: int) -> str:
-    from edgeseg.sysinfo import environment as probe, summary
+    from edgeseg.core.sysinfo import environment as probe, summary
 
     return summary(probe(threads))
 

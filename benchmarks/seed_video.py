@@ -76,7 +76,7 @@ def seed_video_mode(checkpoint: Path, clip: Path, out: Path, threads: int) -> fl
     import torch
     from PIL import Image
 
-    from edgeseg.checkpoint import load_model
+    from edgeseg.model.checkpoint import load_model
 
     torch.set_num_threads(threads)
     net, meta = load_model(checkpoint)

@@ -77,11 +77,11 @@ def small_model(work: Path, camvid: Path) -> Path:
     """An untrained CamVid MobileNetV2-DeepLabv3+ at 96x128, exported to FP32 ONNX (as the tests' small model)."""
     import torch
 
-    from edgeseg.checkpoint import checkpoint_dict, save_checkpoint
+    from edgeseg.model.checkpoint import checkpoint_dict, save_checkpoint
     from edgeseg.data import resolve_dataset
-    from edgeseg.export import export_onnx
-    from edgeseg.meta import ModelMeta
-    from edgeseg.model import build_model
+    from edgeseg.export.exporter import export_onnx
+    from edgeseg.core.meta import ModelMeta
+    from edgeseg.model.network import build_model
 
     spec = resolve_dataset(f"camvid:{camvid}")
     meta = ModelMeta(num_classes=spec.num_classes, classes=spec.classes, palette=spec.palette,
@@ -263,7 +263,7 @@ def machine() -> dict:
 
 def render(runs: list[dict], ort: dict | None, containers: dict | None = None) -> str:
     """``runs``: saved soak reports (one per output kind); ``ort``: the saved --ort-only report; ``containers``: --containers."""
-    from edgeseg.sysinfo import summary
+    from edgeseg.core.sysinfo import summary
 
     setup = (runs or [r for r in (ort, containers) if r])[0]
     lines = ["## Soak: memory over a long `edgeseg run` — `python benchmarks/soak_run.py`", "",

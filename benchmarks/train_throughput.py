@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from edgeseg.fileio import write_json
-from edgeseg.model import build_model
+from edgeseg.core.fileio import write_json
+from edgeseg.model.network import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

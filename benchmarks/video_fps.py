@@ -120,7 +120,7 @@ def bare_model_fps(model: Path, threads: int, spin: bool, iters: int = 60, warmu
 def bare_streams_fps(model: Path, threads: int, iters: int = 60) -> float:
     """Frames per second of the model alone as `edgeseg run` uses it on a file: ``auto_streams`` copies
     of it at the same time, each on its share of the threads (`edgeseg bench --model-only --streams`)."""
-    from edgeseg.bench import benchmark_models
+    from edgeseg.deploy.bench import benchmark_models
     from edgeseg.video.pipeline import auto_streams
 
     streams = auto_streams(True, False, threads)

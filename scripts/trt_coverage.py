@@ -1,6 +1,6 @@
 """How many of edgeseg's uses of TensorRT's Python API the tensorrt-stubs type check really checks.
 
-    python scripts/trt_stubs.py && python scripts/trt_coverage.py edgeseg/build.py edgeseg/runtime/trt ...
+    python scripts/trt_stubs.py && python scripts/trt_coverage.py edgeseg/deploy/build.py edgeseg/runtime/trt ...
 
 A use is an attribute of the ``tensorrt`` module (``trt.Builder``), of one of its classes or enums
 (``trt.BuilderFlag.FP16``), or of a value mypy types as a TensorRT class (``builder.create_network``). It is

@@ -21,10 +21,10 @@ def small_checkpoint(tmp_path_factory, camvid) -> Path:
     """An untrained 11-class CamVid model at 96x128 input: real weights, seconds to run."""
     import torch
 
-    from edgeseg.checkpoint import checkpoint_dict, save_checkpoint
+    from edgeseg.model.checkpoint import checkpoint_dict, save_checkpoint
     from edgeseg.data import resolve_dataset
-    from edgeseg.meta import ModelMeta
-    from edgeseg.model import build_model
+    from edgeseg.core.meta import ModelMeta
+    from edgeseg.model.network import build_model
 
     spec = resolve_dataset(f"camvid:{camvid}")
     meta = ModelMeta(
@@ -56,7 +56,7 @@ def assert_one_line_error(done, *fragments: str) -> None:
 @pytest.fixture(scope="session")
 def video_model(small_checkpoint, tmp_path_factory) -> Path:
     """The small checkpoint as an FP32 ONNX model, for the video tests."""
-    from edgeseg.export import export_onnx
+    from edgeseg.export.exporter import export_onnx
 
     return export_onnx(small_checkpoint, tmp_path_factory.mktemp("video_model") / "m", verify=False).onnx_path
 
@@ -105,7 +105,7 @@ def wait_for(predicate, seconds: float) -> bool:
 
 def error_of(func, *args) -> str:
     """The one-line EdgesegError message ``func(*args)`` raises."""
-    from edgeseg.errors import EdgesegError
+    from edgeseg.core.errors import EdgesegError
 
     with pytest.raises(EdgesegError) as info:
         func(*args)
@@ -172,8 +172,8 @@ def browser(chromium_driver):
 @pytest.fixture(scope="session")
 def int8_bundle(small_checkpoint, camvid, tmp_path_factory) -> Path:
     """The small checkpoint exported to FP32, FP16 and both INT8 forms with every proof and report.html."""
-    from edgeseg.calibration import make_calibration_manifest
-    from edgeseg.export import export_onnx
+    from edgeseg.export.calibration import make_calibration_manifest
+    from edgeseg.export.exporter import export_onnx
 
     calib = make_calibration_manifest(f"camvid:{camvid}", "train", 32, tmp_path_factory.mktemp("calib") / "camvid-32")
     out = tmp_path_factory.mktemp("bundle") / "export"

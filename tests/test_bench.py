@@ -5,10 +5,10 @@ import json
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from edgeseg.bench import benchmark_models, format_table, save_results
-from edgeseg.errors import EdgesegError
-from edgeseg.export import export_onnx
-from edgeseg.sysinfo import environment
+from edgeseg.deploy.bench import benchmark_models, format_table, save_results
+from edgeseg.core.errors import EdgesegError
+from edgeseg.export.exporter import export_onnx
+from edgeseg.core.sysinfo import environment
 
 
 @pytest.fixture(scope="module")

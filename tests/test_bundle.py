@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli, run_without, site_without
-from edgeseg.bundle import DEFAULT_THRESHOLDS, evenly_spaced, load_bundle
-from edgeseg.errors import EdgesegError
-from edgeseg.export import export_onnx
-from edgeseg.fileio import file_sha256
+from edgeseg.deploy.bundle import DEFAULT_THRESHOLDS, evenly_spaced, load_bundle
+from edgeseg.core.errors import EdgesegError
+from edgeseg.export.exporter import export_onnx
+from edgeseg.core.fileio import file_sha256
 from edgeseg.runtime import Segmenter
-from edgeseg.verify import failure_line, run_verify
+from edgeseg.deploy.verify import failure_line, run_verify
 
 VERIFY_IMAGES = 4
 # The untrained fixture model has near-tied logits: its INT8 forms agree with PyTorch on ~87-91 % of pixels and
@@ -224,7 +224,7 @@ def test_bad_export_options_are_errors(small_checkpoint, tmp_path):
 
 def test_strongly_typed_int8_builds_from_the_fp16_float_qdq_model(bundle_copy, capsys):
     """plan_build's source_key picks the file; a bundle from before that file existed builds from the plain Q/DQ model."""
-    from edgeseg.build import _source_onnx, plan_build
+    from edgeseg.deploy.build import _source_onnx, plan_build
 
     strong, weak = plan_build("10.3.0", "int8", "qdq"), plan_build("8.6.1", "int8", "qdq")
     bundle = load_bundle(bundle_copy)
@@ -263,7 +263,7 @@ def test_load_bundle_errors(bundle_copy, tmp_path):
 def test_bundle_and_verify_import_without_torch():
     from test_layering import BLOCK_TORCH
 
-    code = BLOCK_TORCH + "import edgeseg.bundle, edgeseg.verify\nassert 'torch' not in sys.modules\nprint('ok')\n"
+    code = BLOCK_TORCH + "import edgeseg.deploy.bundle, edgeseg.deploy.verify\nassert 'torch' not in sys.modules\nprint('ok')\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
@@ -271,10 +271,10 @@ def test_bundle_and_verify_import_without_torch():
 def _checkpoint(camvid, path, seed, num_classes):
     import torch
 
-    from edgeseg.checkpoint import checkpoint_dict, save_checkpoint
+    from edgeseg.model.checkpoint import checkpoint_dict, save_checkpoint
     from edgeseg.data import resolve_dataset
-    from edgeseg.meta import ModelMeta
-    from edgeseg.model import build_model
+    from edgeseg.core.meta import ModelMeta
+    from edgeseg.model.network import build_model
 
     spec = resolve_dataset(f"camvid:{camvid}")
     classes = spec.classes[:num_classes]

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from edgeseg.checkpoint import checkpoint_dict, import_seed, load_model, read_checkpoint, save_checkpoint
-from edgeseg.errors import EdgesegError
-from edgeseg.meta import ModelMeta, Preprocess
-from edgeseg.model import build_model
+from edgeseg.model.checkpoint import checkpoint_dict, import_seed, load_model, read_checkpoint, save_checkpoint
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.meta import ModelMeta, Preprocess
+from edgeseg.model.network import build_model
 from seed_weights import KEYS_FILE, synthetic_seed_state_dict
 
 META = ModelMeta(

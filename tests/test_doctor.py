@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, assert_one_line_error, run_cli, run_without, site_without
-from edgeseg.doctor import PYCUDA_REBUILD
-from edgeseg.sysinfo import JETSON_SETUP
+from edgeseg.deploy.doctor import PYCUDA_REBUILD
+from edgeseg.core.sysinfo import JETSON_SETUP
 
 ROWS = ("Python", "numpy", "OpenCV", "ONNX Runtime", "TensorRT", "CUDA binding", "GPU", "DLA cores", "Jetson", "Cameras")
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -135,7 +135,7 @@ def jetson_facts(**changes) -> dict:
 
 
 def test_verdicts_on_a_jetson():
-    from edgeseg.doctor import checks, format_table, unmet
+    from edgeseg.deploy.doctor import checks, format_table, unmet
 
     facts = jetson_facts()
     assert unmet(facts, "trt") == []
@@ -151,7 +151,7 @@ def test_verdicts_on_a_jetson():
 
 
 def test_tensorrt_window_and_numpy_2_on_a_jetson():
-    from edgeseg.doctor import checks, unmet
+    from edgeseg.deploy.doctor import checks, unmet
 
     old = jetson_facts(tensorrt={"version": "8.4.1", "error": None, "in_window": False, "strongly_typed_only": False})
     assert unmet(old, "trt") == ["TensorRT 8.5 to 11.x (found 8.4.1)"]
@@ -168,7 +168,7 @@ def test_tensorrt_window_and_numpy_2_on_a_jetson():
 
 
 def test_opencv_build_flags_and_jetpack_release():
-    from edgeseg.sysinfo import _build_flag, jetpack_release, tensorrt_info
+    from edgeseg.core.sysinfo import _build_flag, jetpack_release, tensorrt_info
 
     build = ("  Video I/O:\n    FFMPEG:                      YES\n      avcodec:                   YES (58.54.100)\n"
              "    GStreamer:                   YES (1.16.3)\n    v4l/v4l2:                    YES (linux/videodev2.h)\n")  # fmt: skip
@@ -212,7 +212,7 @@ def test_a_pycuda_whose_driver_fails_is_missing_with_the_rebuild(tmp_path):
 
 
 def test_on_a_jetson_a_broken_pycuda_names_the_set_up_command_for_its_jetpack():
-    from edgeseg.doctor import checks, unmet
+    from edgeseg.deploy.doctor import checks, unmet
 
     error = "module compiled against API version 0x10 but this version of numpy is 0xd"
     facts = jetson_facts(cuda_binding={"pycuda": None, "installed": "2026.1", "error": error, "cuda_python": None})
@@ -228,7 +228,7 @@ def test_on_a_jetson_a_broken_pycuda_names_the_set_up_command_for_its_jetpack():
 
 
 def test_every_jetson_install_hint_is_the_set_up_command():
-    from edgeseg import doctor
+    from edgeseg.deploy import doctor
     from edgeseg.runtime.trt.support import INSTALL_HINT
 
     for hint in (INSTALL_HINT, doctor.TENSORRT_FIX_JETSON, doctor.OPENCV_FIX_JETSON):

@@ -1,4 +1,4 @@
-"""Cross-layer equalization and bias correction (edgeseg/equalize.py) and `export --equalize`."""
+"""Cross-layer equalization and bias correction (edgeseg/export/equalize.py) and `export --equalize`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgeseg.equalize import equalize_onnx, quantize_weights  # noqa: E402
+from edgeseg.export.equalize import equalize_onnx, quantize_weights  # noqa: E402
 
 
 # --- small hand-made graphs ---------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_relu6_channels_that_clip_keep_their_scale(tmp_path):
 
 
 def test_relu6_needs_images(tmp_path):
-    from edgeseg.errors import EdgesegError
+    from edgeseg.core.errors import EdgesegError
 
     with pytest.raises(EdgesegError, match="calibration images"):
         equalize_onnx(_relu6_graph(tmp_path, np.random.default_rng(4)), tmp_path / "eq.onnx", None, "cle")
@@ -166,7 +166,7 @@ def test_relu6_needs_images(tmp_path):
 
 def test_bias_correction_absorbs_the_weight_error(branching_graph, tmp_path):
     """b' = b + (W - Q(W)) E[x]; with Q(W) as quantize.py's INT8 models hold it."""
-    from edgeseg.quantize import CalibrationSettings, calibrate, quantize_int8
+    from edgeseg.export.quantize import CalibrationSettings, calibrate, quantize_int8
 
     rng = np.random.default_rng(5)
     images = _batches(rng, count=40)
@@ -193,14 +193,14 @@ def test_bias_correction_absorbs_the_weight_error(branching_graph, tmp_path):
 # --- the real model -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_onnx(small_checkpoint, tmp_path_factory) -> Path:
-    from edgeseg.export import export_onnx
+    from edgeseg.export.exporter import export_onnx
 
     return export_onnx(small_checkpoint, tmp_path_factory.mktemp("eq") / "m", verify=False).onnx_path
 
 
 def _real_batches(camvid: Path, small_onnx: Path, split: str, count: int):
-    from edgeseg.calibration import load_calibration_set
-    from edgeseg.export import calibration_batches
+    from edgeseg.export.calibration import load_calibration_set
+    from edgeseg.export.exporter import calibration_batches
     from edgeseg.runtime import Segmenter
 
     with Segmenter.load(small_onnx) as probe:
@@ -269,9 +269,9 @@ def test_export_equalize_refusals(small_checkpoint, camvid, tmp_path, flags, fra
 
 
 def test_profile_key(tmp_path, small_checkpoint):
-    from edgeseg.errors import EdgesegError
-    from edgeseg.export import ExportOptions, export_model
-    from edgeseg.profiles import load_profile
+    from edgeseg.core.errors import EdgesegError
+    from edgeseg.export.exporter import ExportOptions, export_model
+    from edgeseg.export.profiles import load_profile
 
     profile = tmp_path / "p.toml"
     profile.write_text('precisions = ["fp32", "int8"]\n[calibration]\nequalize = "cle"\n')

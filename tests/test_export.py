@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from edgeseg.checkpoint import load_model
-from edgeseg.errors import EdgesegError
-from edgeseg.export import export_onnx
-from edgeseg.onnx_meta import parse_meta, read_meta
+from edgeseg.model.checkpoint import load_model
+from edgeseg.core.errors import EdgesegError
+from edgeseg.export.exporter import export_onnx
+from edgeseg.core.onnx_meta import parse_meta, read_meta
 from edgeseg.runtime import Segmenter
 
 
@@ -107,7 +107,7 @@ def test_non_edgeseg_inputs(tmp_path, camvid):
 
 
 def test_the_output_upsampling_is_found_through_the_in_graph_argmax(small_checkpoint, exported, tmp_path):
-    from edgeseg.quantize import output_upsampling
+    from edgeseg.export.quantize import output_upsampling
 
     argmax = export_onnx(small_checkpoint, tmp_path / "argmax", argmax=True, verify=False).onnx_path
     for path in (exported.onnx_path, argmax):

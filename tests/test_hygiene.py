@@ -364,8 +364,8 @@ def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(small_checkpo
 
 
 def test_one_default_calibration_method():
-    from edgeseg.export import ExportOptions
-    from edgeseg.quantize import DEFAULT_METHOD, DEFAULT_PERCENTILE, CalibrationSettings
+    from edgeseg.export.exporter import ExportOptions
+    from edgeseg.export.quantize import DEFAULT_METHOD, DEFAULT_PERCENTILE, CalibrationSettings
 
     assert CalibrationSettings().method == ExportOptions().calib_method == DEFAULT_METHOD
     assert CalibrationSettings().percentile == ExportOptions().percentile == DEFAULT_PERCENTILE
@@ -374,7 +374,7 @@ def test_one_default_calibration_method():
 def test_backends_declare_their_options_and_unknown_ones_are_errors(small_checkpoint):
     import importlib
 
-    from edgeseg.errors import EdgesegError
+    from edgeseg.core.errors import EdgesegError
     from edgeseg.runtime.backends import _REGISTRY, open_backend
 
     for name, (module, cls, _, options) in _REGISTRY.items():

@@ -78,7 +78,7 @@ def test_to_labels_takes_each_kind_of_output():
 @pytest.fixture(scope="module")
 def reference_onnx(tmp_path_factory):
     """The shipped reference model, exported at its own 360x480: trained logits, as users get them."""
-    from edgeseg.export import export_onnx
+    from edgeseg.export.exporter import export_onnx
 
     return export_onnx(ROOT / "models/reference/best.pt", tmp_path_factory.mktemp("ref") / "m", verify=False).onnx_path
 

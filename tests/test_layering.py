@@ -26,15 +26,15 @@ def _run_without_torch(code: str) -> subprocess.CompletedProcess:
 
 def test_torch_free_modules_import_without_torch():
     done = _run_without_torch(
-        "import edgeseg.data, edgeseg.metrics, edgeseg.evaluate, edgeseg.runtime, edgeseg.meta, edgeseg.cli\n"
-        "import edgeseg.bench, edgeseg.sysinfo, edgeseg.fidelity, edgeseg.calibration, edgeseg.engine_manifest\n"
+        "import edgeseg.data, edgeseg.core.metrics, edgeseg.evaluate.scoring, edgeseg.runtime, edgeseg.core.meta, edgeseg.cli\n"
+        "import edgeseg.deploy.bench, edgeseg.core.sysinfo, edgeseg.evaluate.fidelity, edgeseg.export.calibration, edgeseg.runtime.trt.manifest\n"
         "import edgeseg.runtime.backends.tensorrt_backend, edgeseg.runtime.backends.onnxruntime_backend\n"
         "from edgeseg.runtime import Segmenter, overlay  # the package's names load on first use\n"
-        "import edgeseg.video.live, edgeseg.report, edgeseg.verify\n"
+        "import edgeseg.video.live, edgeseg.report, edgeseg.deploy.verify\n"
         "assert 'torch' not in sys.modules\n"
         "import numpy as np\n"
         "from edgeseg.runtime.preprocess import Preprocessor\n"
-        "from edgeseg.meta import Preprocess\n"
+        "from edgeseg.core.meta import Preprocess\n"
         "p = Preprocessor(Preprocess(), (64, 96))\n"
         "place = p(np.full((30, 90, 3), 200, np.uint8))\n"
         "assert (place.top, place.height, place.width) == (16, 32, 96), place\n"
@@ -59,7 +59,7 @@ BLOCK_CV2 = blocker("cv2")
 def test_the_build_stage_imports_no_image_library():
     """Building an engine needs no OpenCV: `edgeseg build` asked for it first, through the runtime package."""
     code = BLOCK_CV2 + (
-        "import edgeseg.build, edgeseg.cli\n"
+        "import edgeseg.deploy.build, edgeseg.cli\n"
         "from edgeseg.runtime.backends.tensorrt_backend import gpu_index\n"
         "from edgeseg.runtime.trt import support\n"
         "assert 'cv2' not in sys.modules, 'cv2 imported'\n"
@@ -74,7 +74,7 @@ def test_the_build_stage_imports_no_image_library():
 def test_build_without_opencv_asks_for_tensorrt_not_opencv(small_checkpoint, tmp_path):
     """In an environment with no OpenCV at all, `edgeseg build` gets as far as looking for TensorRT."""
     from conftest import run_without, site_without
-    from edgeseg.export import export_onnx
+    from edgeseg.export.exporter import export_onnx
 
     bundle = export_onnx(small_checkpoint, tmp_path / "bundle", precisions=("fp32", "fp16"), verify=False).onnx_path.parent
     done = run_without(site_without(tmp_path, "cv2", "opencv"), "build", bundle)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from edgeseg.losses import LOSSES, make_loss
-from edgeseg.model import build_model
-from edgeseg.train import _init_from
+from edgeseg.model.losses import LOSSES, make_loss
+from edgeseg.model.network import build_model
+from edgeseg.train.trainer import _init_from
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeseg.metrics import ConfusionMatrix, SegMetrics, agreement, format_table
-from edgeseg.plots import save_confusion_matrix, save_iou_bars, save_training_curves
+from edgeseg.core.metrics import ConfusionMatrix, SegMetrics, agreement, format_table
+from edgeseg.evaluate.plots import save_confusion_matrix, save_iou_bars, save_training_curves
 
 # 5 classes: 3 appears only in the prediction, 4 appears nowhere.
 TARGET = np.array([[0, 0, 1], [1, 2, 2]], dtype=np.uint8)
@@ -213,7 +213,7 @@ def test_agreement():
 
 
 def test_modules_import_neither_torch_nor_matplotlib():
-    code = "import sys, edgeseg.metrics, edgeseg.plots; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    code = "import sys, edgeseg.core.metrics, edgeseg.evaluate.plots; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -236,7 +236,7 @@ def test_save_confusion_matrix(tmp_path):
 
 def _drawn(monkeypatch, draw) -> list:
     """The axes ``draw()`` makes, caught at the moment the figure is saved (its PNG is still written)."""
-    from edgeseg import plots
+    from edgeseg.evaluate import plots
 
     caught, save = [], plots._save
     monkeypatch.setattr(plots, "_save", lambda fig, path: (caught.extend(fig.axes), save(fig, path)))

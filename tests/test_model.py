@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeseg.model import build_model
+from edgeseg.model.network import build_model
 from seed_weights import KEYS_FILE, read_seed_layout, synthetic_seed_state_dict
 
 FIXTURE = np.load(__file__.replace("test_model.py", "fixtures/seed_logits.npz"))

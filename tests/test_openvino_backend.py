@@ -13,9 +13,9 @@ import pytest
 pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edgeseg[openvino]')")
 
 from conftest import ROOT, assert_one_line_error, run_cli  # noqa: E402
-from edgeseg.calibration import make_calibration_manifest  # noqa: E402
-from edgeseg.errors import EdgesegError  # noqa: E402
-from edgeseg.export import export_onnx  # noqa: E402
+from edgeseg.export.calibration import make_calibration_manifest  # noqa: E402
+from edgeseg.core.errors import EdgesegError  # noqa: E402
+from edgeseg.export.exporter import export_onnx  # noqa: E402
 from edgeseg.runtime import Segmenter, open_backend  # noqa: E402
 from edgeseg.runtime.backends.openvino_backend import OpenVinoBackend, cpu_has_bf16  # noqa: E402
 

@@ -89,7 +89,7 @@ def test_every_path_option_is_registered():
 # --- a valid invocation of each command, its outputs at chosen paths ------------------------------------------------
 @pytest.fixture(scope="module")
 def inputs(small_checkpoint, camvid, camvid_clip, tmp_path_factory) -> dict:
-    from edgeseg.export import export_onnx
+    from edgeseg.export.exporter import export_onnx
 
     root = tmp_path_factory.mktemp("inputs")
     bundle = root / "bundle"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from edgeseg.errors import EdgesegError
-from edgeseg.meta import Preprocess
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.meta import Preprocess
 from edgeseg.runtime.preprocess import Preprocessor, labels_to_source, to_bgr8
 
 

@@ -9,11 +9,11 @@ import pytest
 from onnx import numpy_helper
 
 from conftest import assert_one_line_error, run_cli
-from edgeseg.calibration import load_calibration_set, make_calibration_manifest, select_by_coverage
-from edgeseg.errors import EdgesegError
-from edgeseg.export import export_onnx
-from edgeseg.onnx_meta import read_meta
-from edgeseg.quantize import (
+from edgeseg.export.calibration import load_calibration_set, make_calibration_manifest, select_by_coverage
+from edgeseg.core.errors import EdgesegError
+from edgeseg.export.exporter import export_onnx
+from edgeseg.core.onnx_meta import read_meta
+from edgeseg.export.quantize import (
     activation_scales,
     entropy_threshold,
     read_calibration_cache,
@@ -83,7 +83,7 @@ def test_fp16_model_keeps_float32_input_and_output(exported):
     assert any(array.dtype == np.float16 for array in constants.values())
 
 
-# --- the Q/DQ model with FP16 float layers, for strongly typed INT8 engines (edgeseg/qdq_fp16.py) --------
+# --- the Q/DQ model with FP16 float layers, for strongly typed INT8 engines (edgeseg/export/qdq_fp16.py) --------
 def _qdq_scales(path) -> dict:
     """{Q/DQ node name: (its scale's initializer name, the scale)} of a Q/DQ model."""
     graph, constants = _initializers(path)
@@ -285,7 +285,7 @@ def test_export_int8_errors_leave_nothing(small_checkpoint, manifest, tmp_path):
 
 
 def test_profiles_load_and_flags_override(small_checkpoint, tmp_path):
-    from edgeseg.profiles import load_profile, profile_names
+    from edgeseg.export.profiles import load_profile, profile_names
 
     assert {"jetson-orin-nano-int8", "jetson-xavier-nx-fp16", "desktop-gpu-fp16", "cpu-int8"} <= set(profile_names())
     for name in profile_names():
@@ -316,7 +316,7 @@ def test_eval_with_reference_reports_fidelity(exported, small_checkpoint, camvid
 
 
 def test_sensitivity_keeps_the_most_sensitive_layers_in_float(exported, camvid, tmp_path):
-    from edgeseg.sensitivity import keep_sensitive_layers
+    from edgeseg.export.sensitivity import keep_sensitive_layers
 
     report = keep_sensitive_layers(exported.files["fp32"], exported.files["calib_ranges"], f"camvid:{camvid}",
                                    max_drop_points=-100.0, already_kept=[], work_dir=tmp_path, slice_images=3,
@@ -342,7 +342,7 @@ def test_engine_without_tensorrt_is_one_line_naming_the_extra(small_checkpoint, 
 
 
 def test_amax_ranges_feed_set_dynamic_range(exported):
-    from edgeseg.build import read_amax_ranges
+    from edgeseg.deploy.build import read_amax_ranges
 
     amax = read_amax_ranges(exported.files["calib_ranges"])
     _, scales = read_calibration_cache(exported.files["calib_cache"])
@@ -417,7 +417,7 @@ def test_the_amx_rewrite_is_opt_in_and_a_variant_not_a_new_backend_name(exported
     """On an AMX-INT8 Xeon, CI failed: bench named the INT8 row's backend "onnxruntime+amx". Here the CPU flag is
     stood in for (the rewrite itself runs on any CPU; only the kernel ONNX Runtime picks differs), so this holds,
     and checks the same thing, on x86 with or without AMX or VNNI and on ARM."""
-    from edgeseg.bench import benchmark_models, format_table
+    from edgeseg.deploy.bench import benchmark_models, format_table
     from edgeseg.runtime.backends import onnxruntime_backend
 
     monkeypatch.setattr(onnxruntime_backend, "has_amx_int8", lambda: True)

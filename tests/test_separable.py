@@ -9,16 +9,16 @@ import torch
 from torch import nn
 
 from conftest import assert_one_line_error, run_cli
-from edgeseg.bench import benchmark_models, format_table
-from edgeseg.calibration import make_calibration_manifest
-from edgeseg.checkpoint import checkpoint_dict, load_model, read_checkpoint, save_checkpoint
-from edgeseg.complexity import layer_macs, measure
-from edgeseg.errors import EdgesegError
-from edgeseg.export import export_onnx
-from edgeseg.meta import HEADS, ModelMeta, default_class_names, default_palette, meta_from_dict
-from edgeseg.model import SeparableConv, build_model
-from edgeseg.onnx_meta import read_meta
-from edgeseg.train import TrainConfig, train
+from edgeseg.deploy.bench import benchmark_models, format_table
+from edgeseg.export.calibration import make_calibration_manifest
+from edgeseg.model.checkpoint import checkpoint_dict, load_model, read_checkpoint, save_checkpoint
+from edgeseg.model.complexity import layer_macs, measure
+from edgeseg.core.errors import EdgesegError
+from edgeseg.export.exporter import export_onnx
+from edgeseg.core.meta import HEADS, ModelMeta, default_class_names, default_palette, meta_from_dict
+from edgeseg.model.network import SeparableConv, build_model
+from edgeseg.core.onnx_meta import read_meta
+from edgeseg.train.trainer import TrainConfig, train
 from seed_weights import KEYS_FILE, read_seed_layout
 
 C = 11

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from edgeseg.checkpoint import read_checkpoint
+from edgeseg.model.checkpoint import read_checkpoint
 from edgeseg.data import SegmentationData, resolve_dataset
-from edgeseg.evaluate import evaluate
+from edgeseg.evaluate.scoring import evaluate
 from edgeseg.runtime import Segmenter
 
 from conftest import ROOT

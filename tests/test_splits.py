@@ -11,8 +11,9 @@ from conftest import assert_one_line_error, error_of, run_cli
 from PIL import Image
 
 from edgeseg.data import SegmentationData, list_pairs, resolve_dataset
-from edgeseg.errors import EdgesegError
-from edgeseg.data.layouts import check_train_val_splits, frame_name, sequence_of
+from edgeseg.core.errors import EdgesegError
+from edgeseg.data.layouts import check_train_val_splits, fingerprint
+from edgeseg.data.splits import frame_name, sequence_of
 
 PRESET = (Path(__file__).resolve().parents[1] / "edgeseg/data/presets/camvid.toml").read_text()
 HEADER = PRESET[: PRESET.index("\n# Splits that measure")]  # the camvid preset without its [splits]
@@ -68,7 +69,7 @@ def test_splits_parse_and_select_frames(tmp_path: Path) -> None:
     assert stems(spec, "rest") == ["A1_002", "A1_003", "B2_001", "B2_002"]
     data = SegmentationData(spec, "held-b")
     assert len(data) == 2 and data.read(1)[1].shape == (8, 8)
-    assert spec.fingerprint("held-b") != spec.fingerprint("train")
+    assert fingerprint(spec, "held-b") != fingerprint(spec, "train")
 
 
 def test_no_frame_in_two_splits_of_a_pair(tmp_path: Path) -> None:
@@ -234,7 +235,7 @@ def test_export_unknown_split_is_refused_before_any_file(small_checkpoint: Path,
 
 
 def test_calibration_set_of_a_derived_split_loads_from_its_source_folder(camvid: Path, tmp_path: Path) -> None:
-    from edgeseg.calibration import load_calibration_set, make_calibration_manifest
+    from edgeseg.export.calibration import load_calibration_set, make_calibration_manifest
 
     manifest = make_calibration_manifest(f"camvid:{camvid}", "train-heldout", 32, tmp_path / "calib")
     content = json.loads(manifest.read_text())

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import CLIP_FRAMES, ROOT, decoded_frames
-from edgeseg.errors import EdgesegError
+from edgeseg.core.errors import EdgesegError
 from edgeseg.runtime import Segmenter
 from edgeseg.video import run_video
 from edgeseg.video.pipeline import HELPER_NICENESS

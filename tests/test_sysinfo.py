@@ -2,7 +2,7 @@
 
 import json
 
-from edgeseg.sysinfo import environment, library_versions, parse_tegrastats_line, summary
+from edgeseg.core.sysinfo import environment, library_versions, parse_tegrastats_line, summary
 
 NANO = ("RAM 2448/3964MB (lfb 1x4MB) SWAP 0/1982MB (cached 0MB) IRAM 0/252kB(lfb 252kB) "
         "CPU [12%@1479,5%@1479,8%@1479,off] EMC_FREQ 4%@1600 GR3D_FREQ 37%@921 APE 25 PLL@32C CPU@35C "

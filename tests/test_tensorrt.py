@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error, run_cli
 
-from edgeseg.engine_manifest import (
+from edgeseg.runtime.trt.manifest import (
     FACT_KEYS,
     check_engine_manifest,
     engine_manifest,
@@ -15,7 +15,7 @@ from edgeseg.engine_manifest import (
     manifest_path,
     system_facts,
 )
-from edgeseg.errors import EdgesegError
+from edgeseg.core.errors import EdgesegError
 
 ORIN = {"tensorrt_version": "8.5.2.2", "gpu_name": "Orin", "compute_capability": "8.7", "cuda_driver": "11.4",
         "cuda_runtime": "11.4"}
@@ -165,7 +165,7 @@ def test_version_helpers():
     ],
 )  # fmt: skip
 def test_plan_build_per_version(version, precision, source, expected):
-    from edgeseg.build import plan_build
+    from edgeseg.deploy.build import plan_build
 
     plan = plan_build(version, precision, source)
     assert (plan.source_precision, plan.strongly_typed, plan.builder_flags, plan.source_key) == expected
@@ -173,7 +173,7 @@ def test_plan_build_per_version(version, precision, source, expected):
 
 
 def test_plan_build_from_a_given_onnx():
-    from edgeseg.build import plan_build
+    from edgeseg.deploy.build import plan_build
 
     weak = plan_build("10.3.0", "fp16", onnx_precision="fp32")  # an FP32 model: the FP16 flag, weakly typed
     assert (weak.strongly_typed, weak.builder_flags) == (False, ("FP16",))
@@ -185,7 +185,7 @@ def test_plan_build_from_a_given_onnx():
 
 @pytest.mark.parametrize("source", ["cache", "ranges"])
 def test_weakly_typed_int8_sources_on_tensorrt_11_are_one_line(source):
-    from edgeseg.build import plan_build
+    from edgeseg.deploy.build import plan_build
 
     with pytest.raises(EdgesegError) as err:
         plan_build("11.1.0", "int8", source)
@@ -195,7 +195,7 @@ def test_weakly_typed_int8_sources_on_tensorrt_11_are_one_line(source):
 
 
 def test_unknown_precision_and_source_are_one_line():
-    from edgeseg.build import plan_build
+    from edgeseg.deploy.build import plan_build
 
     with pytest.raises(EdgesegError, match="--precision int4"):
         plan_build("10.3.0", "int4")
@@ -204,10 +204,10 @@ def test_unknown_precision_and_source_are_one_line():
 
 
 def test_int8_sources_are_defined_once():
-    import edgeseg.build
-    import edgeseg.export
+    import edgeseg.deploy.build
+    import edgeseg.export.exporter
 
-    assert edgeseg.export.INT8_SOURCES is edgeseg.build.INT8_SOURCES == ("qdq", "cache", "ranges")
+    assert edgeseg.export.exporter.INT8_SOURCES is edgeseg.deploy.build.INT8_SOURCES == ("qdq", "cache", "ranges")
 
 
 def test_dtype_map_is_edgesegs_own():
@@ -262,7 +262,7 @@ class _TimingCacheConfig:
 
 
 def test_an_unreadable_timing_cache_starts_a_new_one_and_a_failed_new_one_is_one_line(tmp_path, capsys):
-    from edgeseg.build import _use_timing_cache
+    from edgeseg.deploy.build import _use_timing_cache
 
     saved = tmp_path / "trt.cache"
     saved.write_bytes(b"good")
@@ -320,7 +320,7 @@ def test_system_facts_for_another_gpu_index():
 def test_calibrated_ranges_read_without_onnxruntime(tmp_path):
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, save_tensors_data
 
-    from edgeseg.build import read_amax_ranges
+    from edgeseg.deploy.build import read_amax_ranges
 
     data = {"conv1": TensorData(lowest=np.array(-3.5, np.float32), highest=np.array(2.0, np.float32)),
             "relu": TensorData(lowest=np.array(0.0, np.float32), highest=np.array(6.25, np.float32))}  # fmt: skip
@@ -338,7 +338,7 @@ def test_calibrated_ranges_read_without_onnxruntime(tmp_path):
 # --- the --argmax output for TensorRT: Cast(UINT8) becomes Cast(INT32), without the onnx package ---------
 @pytest.fixture(scope="module")
 def argmax_onnx(small_checkpoint, tmp_path_factory):
-    from edgeseg.export import export_onnx
+    from edgeseg.export.exporter import export_onnx
 
     return export_onnx(small_checkpoint, tmp_path_factory.mktemp("argmax") / "out", verify=False, argmax=True).onnx_path
 
@@ -347,7 +347,7 @@ def test_argmax_output_becomes_int32_for_tensorrt(argmax_onnx, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from edgeseg.build import int32_labels_model
+    from edgeseg.deploy.build import int32_labels_model
 
     original = argmax_onnx.read_bytes()
     patched = int32_labels_model(original)
@@ -363,7 +363,7 @@ def test_argmax_output_becomes_int32_for_tensorrt(argmax_onnx, tmp_path):
 
 
 def test_logits_model_is_left_alone(small_onnx):
-    from edgeseg.build import int32_labels_model
+    from edgeseg.deploy.build import int32_labels_model
 
     assert int32_labels_model(small_onnx.read_bytes()) is None
 
@@ -371,7 +371,7 @@ def test_logits_model_is_left_alone(small_onnx):
 # --- `edgeseg build` without TensorRT, and with a damaged bundle: one line ------------------------------
 @pytest.fixture(scope="module")
 def fp16_bundle(small_checkpoint, tmp_path_factory):
-    from edgeseg.export import export_onnx
+    from edgeseg.export.exporter import export_onnx
 
     out = tmp_path_factory.mktemp("bundle") / "export"
     export_onnx(small_checkpoint, out, verify=False, precisions=("fp32", "fp16"))
@@ -435,14 +435,14 @@ def test_engine_with_device_cpu_is_one_line_error(tmp_path, camvid):
 
 @pytest.fixture(scope="module")
 def small_onnx(small_checkpoint, tmp_path_factory):
-    from edgeseg.export import export_onnx
+    from edgeseg.export.exporter import export_onnx
 
     return export_onnx(small_checkpoint, tmp_path_factory.mktemp("onnx") / "onnx", verify=False).onnx_path
 
 
 @pytest.fixture(scope="module")
 def dynamic_onnx(small_checkpoint, tmp_path_factory):
-    from edgeseg.export import export_onnx
+    from edgeseg.export.exporter import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "dynamic"
     return export_onnx(small_checkpoint, out, verify=False, dynamic_batch=4).onnx_path
@@ -451,7 +451,7 @@ def dynamic_onnx(small_checkpoint, tmp_path_factory):
 def test_metadata_read_without_onnx_matches_onnx(small_onnx):
     import onnx
 
-    from edgeseg.onnx_meta import parse_meta, read_metadata_props
+    from edgeseg.core.onnx_meta import parse_meta, read_metadata_props
 
     expected = {p.key: p.value for p in onnx.load(str(small_onnx)).metadata_props}
     props = read_metadata_props(small_onnx.read_bytes())
@@ -474,7 +474,7 @@ def trt_version():
 @pytest.fixture(scope="module")
 def int8_bundle(trt_version, small_checkpoint, camvid, tmp_path_factory):
     """A whole bundle (FP16, INT8 with cache and ranges, the verify set), exported for the TensorRT here."""
-    from edgeseg.export import export_onnx
+    from edgeseg.export.exporter import export_onnx
 
     out = tmp_path_factory.mktemp("trt") / "bundle"
     export_onnx(small_checkpoint, out, precisions=("fp32", "fp16", "int8"), calib=str(camvid / "images" / "train"),
@@ -485,7 +485,7 @@ def int8_bundle(trt_version, small_checkpoint, camvid, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fp16_engine(int8_bundle):
-    from edgeseg.build import build_bundle
+    from edgeseg.deploy.build import build_bundle
 
     (engine,) = build_bundle(int8_bundle, ["fp16"], workspace_mib=512)
     return engine
@@ -512,8 +512,8 @@ def test_fp16_engine_agrees_with_onnxruntime(fp16_engine, int8_bundle, camvid):
 
 @pytest.mark.tensorrt
 def test_engine_manifest_is_written(fp16_engine, int8_bundle, trt_version):
-    from edgeseg.build import plan_build
-    from edgeseg.fileio import file_sha256
+    from edgeseg.deploy.build import plan_build
+    from edgeseg.core.fileio import file_sha256
 
     manifest = json.loads(manifest_path(fp16_engine).read_text())
     for key in (*FACT_KEYS, "edgeseg_version", "precision", "inputs", "outputs", "build_flags", "build_seconds", "created"):
@@ -529,7 +529,7 @@ def test_engine_manifest_is_written(fp16_engine, int8_bundle, trt_version):
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("source", ["qdq", "cache", "ranges"])
 def test_int8_engine_from_each_source_passes_verify(int8_bundle, trt_version, source, tmp_path):
-    from edgeseg.build import build_bundle
+    from edgeseg.deploy.build import build_bundle
     from edgeseg.runtime.trt import is_strongly_typed_only
 
     if source != "qdq" and is_strongly_typed_only(trt_version):
@@ -566,7 +566,7 @@ def test_dla(int8_bundle, trt_version, tmp_path):
         done = run_cli("build", int8_bundle, "--precision", "fp16", "--dla-core", "0", "--out", tmp_path)
         assert_one_line_error(done, "--dla-core 0: this device has no DLA")
         return
-    from edgeseg.build import build_bundle
+    from edgeseg.deploy.build import build_bundle
     from edgeseg.runtime import Segmenter
 
     (engine,) = build_bundle(int8_bundle, ["fp16"], dla_core=0, out=tmp_path)
@@ -579,7 +579,7 @@ def test_dla(int8_bundle, trt_version, tmp_path):
 
 @pytest.mark.tensorrt
 def test_argmax_engine_gives_uint8_labels(trt_version, argmax_onnx, tmp_path, camvid):
-    from edgeseg.build import build_engine
+    from edgeseg.deploy.build import build_engine
     from edgeseg.runtime import Segmenter
 
     engine = build_engine(argmax_onnx, tmp_path / "argmax.fp32.engine", "fp32", workspace_mib=512)
@@ -592,7 +592,7 @@ def test_argmax_engine_gives_uint8_labels(trt_version, argmax_onnx, tmp_path, ca
 
 @pytest.mark.tensorrt
 def test_dynamic_batch_engine_and_timing_cache(trt_version, dynamic_onnx, tmp_path):
-    from edgeseg.build import build_engine
+    from edgeseg.deploy.build import build_engine
     from edgeseg.runtime.backends.tensorrt_backend import TensorRTBackend
 
     cache = tmp_path / "timing.cache"
@@ -627,7 +627,7 @@ def test_engine_from_another_system_is_refused(fp16_engine, tmp_path):
 
 def test_dla_int8_takes_calibration_not_qdq_before_11():
     """DLA runs INT8 from calibration scales only, not Q/DQ nodes, before TensorRT 11 (NVIDIA/TensorRT#2222)."""
-    from edgeseg.build import plan_build
+    from edgeseg.deploy.build import plan_build
 
     for version in ("8.5.2", "8.6.1", "10.3.0"):
         with pytest.raises(EdgesegError) as err:
@@ -639,7 +639,7 @@ def test_dla_int8_takes_calibration_not_qdq_before_11():
 
 
 def test_dla_builds_stay_weakly_typed_before_11():
-    from edgeseg.build import plan_build
+    from edgeseg.deploy.build import plan_build
 
     plan = plan_build("10.3.0", "fp16", dla=True)
     assert (plan.source_precision, plan.strongly_typed, plan.builder_flags) == ("fp32", False, ("FP16",))
@@ -653,9 +653,9 @@ def test_build_imports_no_torch_onnx_or_onnxruntime(fp16_bundle):
     code = (
         "import sys\n"
         "import edgeseg.runtime.backends.tensorrt_backend\n"
-        "assert 'edgeseg.build' not in sys.modules, 'the runtime imports the builder'\n"
-        "from edgeseg.build import build_bundle\n"
-        "from edgeseg.errors import EdgesegError\n"
+        "assert 'edgeseg.deploy.build' not in sys.modules, 'the runtime imports the builder'\n"
+        "from edgeseg.deploy.build import build_bundle\n"
+        "from edgeseg.core.errors import EdgesegError\n"
         f"try:\n    build_bundle({str(fp16_bundle)!r})\nexcept EdgesegError:\n    pass\n"
         "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))\n"
     )
@@ -664,7 +664,7 @@ def test_build_imports_no_torch_onnx_or_onnxruntime(fp16_bundle):
 
 
 def test_qdq_source_needs_a_qdq_model():
-    from edgeseg.build import plan_build
+    from edgeseg.deploy.build import plan_build
 
     with pytest.raises(EdgesegError) as err:
         plan_build("8.5.2", "int8", "qdq", onnx_precision="fp32", onnx_name="model.fp32.onnx")

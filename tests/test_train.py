@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from edgeseg.checkpoint import load_model, read_checkpoint
-from edgeseg.train import TrainConfig, train
+from edgeseg.model.checkpoint import load_model, read_checkpoint
+from edgeseg.train.trainer import TrainConfig, train
 
 
 def _config(camvid, out, **overrides) -> TrainConfig:
@@ -58,7 +58,7 @@ def test_resume_continues_exactly(camvid, tmp_path):
 
 DDP_WORKER = """
 import hashlib, sys, torch
-from edgeseg.train import Distributed, Trainer, TrainConfig
+from edgeseg.train.trainer import Distributed, Trainer, TrainConfig
 config = TrainConfig(data=sys.argv[1], out=sys.argv[2], img_size=(64, 64), crop_size=(64, 64), epochs=2,
                      batch_size=4, lr=0.01, workers=0, train_limit=8, val_limit=1, class_weights="none", seed=1)
 ddp = Distributed.from_env("cpu")
@@ -151,7 +151,7 @@ def test_bad_recipe_is_one_line(camvid, tmp_path, args, expected):
 
 
 def test_ohem_keeps_the_hard_pixels():
-    from edgeseg.losses import make_loss, ohem_cross_entropy
+    from edgeseg.model.losses import make_loss, ohem_cross_entropy
 
     target = torch.zeros(1, 4, 8, dtype=torch.long)
     logits = torch.zeros(1, 2, 4, 8)
@@ -166,7 +166,7 @@ def test_ohem_keeps_the_hard_pixels():
 
 
 def test_label_smoothing_raises_the_loss_of_a_confident_prediction():
-    from edgeseg.losses import make_loss
+    from edgeseg.model.losses import make_loss
 
     target = torch.randint(0, 3, (1, 6, 6))
     confident = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 20

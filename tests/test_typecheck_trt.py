@@ -15,8 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STUBS = ROOT / ".typecheck" / "stubs"
-CHECKED = ["edgeseg/build.py", "edgeseg/runtime/trt", "edgeseg/runtime/backends/tensorrt_backend.py", "edgeseg/sysinfo.py",
-           "edgeseg/doctor.py", "edgeseg/engine_manifest.py"]  # fmt: skip
+CHECKED = ["edgeseg/deploy/build.py", "edgeseg/runtime/trt", "edgeseg/runtime/backends/tensorrt_backend.py", "edgeseg/core/sysinfo.py",
+           "edgeseg/deploy/doctor.py", "edgeseg/runtime/trt/manifest.py"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

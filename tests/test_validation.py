@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import assert_one_line_error, run_cli
-from edgeseg import calibration
-from edgeseg.calibration import load_calibration_set, make_calibration_manifest
-from edgeseg.errors import EdgesegError
-from edgeseg.meta import ModelMeta, default_class_names, default_palette
-from edgeseg.onnx_meta import META_KEY, meta_properties, onnx_metadata, parse_meta, read_metadata_props
+from edgeseg.export import calibration
+from edgeseg.export.calibration import load_calibration_set, make_calibration_manifest
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.meta import ModelMeta, default_class_names, default_palette
+from edgeseg.core.onnx_meta import META_KEY, meta_properties, onnx_metadata, parse_meta, read_metadata_props
 from edgeseg.runtime import Segmenter
 
 H, W, C = 96, 128, 11
@@ -316,7 +316,7 @@ def test_eval_refuses_bad_models_in_one_line(tmp_path, camvid):
 # --- checkpoints ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_state():
-    from edgeseg.model import build_model
+    from edgeseg.model.network import build_model
 
     return build_model(C).state_dict()
 
@@ -438,7 +438,7 @@ def _path(index, value):
 def _true_sha(relative):
     """An entry with its true sha256: the attack in the issue, not a stale manifest."""
     def change(content, data):
-        from edgeseg.fileio import file_sha256
+        from edgeseg.core.fileio import file_sha256
 
         target = (data / relative).resolve() if not Path(relative).is_absolute() else Path(relative)
         digest = file_sha256(target) if target.is_file() else "0" * 64

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import CLIP_FRAMES, ROOT, assert_one_line_error, decoded_frames, run_cli, wait_for
-from edgeseg.errors import EdgesegError
+from edgeseg.core.errors import EdgesegError
 from edgeseg.runtime import Segmenter
 from edgeseg.video import run_video
 from edgeseg.video.render import Renderer

@@ -15,7 +15,7 @@ from PIL import Image
 
 from edgeseg.data.layouts import SplitListing, scan_split
 from edgeseg.data.spec import DatasetSpec
-from edgeseg.errors import EdgesegError
+from edgeseg.core.errors import EdgesegError
 
 SHOW = 3  # offending files named in one error message
 CLASS_WEIGHTINGS = ("none", "median-freq", "sqrt-median-freq", "log")

@@ -7,20 +7,19 @@ sequence is the name up to the first ``_`` (CamVid ``0016E5_07959`` -> ``0016E5`
 
 from __future__ import annotations
 
-import re
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeseg.errors import EdgesegError
-from edgeseg.images import IMAGE_SUFFIXES, is_image
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.images import IMAGE_SUFFIXES, is_image
+from edgeseg.data.splits import CITYSCAPES_IMAGE, CITYSCAPES_LABEL, SHOW, SplitDef, frame_name, sequence_of, shown
 
 if TYPE_CHECKING:
     from edgeseg.data.spec import DatasetSpec
 
-CITYSCAPES_IMAGE = "_leftImg8bit.png"
-CITYSCAPES_LABEL = "_gtFine_labelIds.png"
 LAYOUT_NEEDS = {
     "folder": "images/<split>/ and labels/<split>/",
     "voc": "JPEGImages/, SegmentationClass/ and ImageSets/Segmentation/<split>.txt",
@@ -42,6 +41,16 @@ class SplitListing:
     ids_without_files: tuple[str, ...] = ()  # voc: ids in the split file with neither image nor label
 
 
+def fingerprint(spec: DatasetSpec, split: str) -> str:
+    """sha256 over the split's sorted relative paths and file sizes; stats files, reads none."""
+    digest = hashlib.sha256()
+    for image, label in list_pairs(spec, split):
+        for path in (image, label):
+            rel = path.relative_to(spec.root).as_posix()
+            digest.update(f"{rel}\t{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
 def list_pairs(spec: DatasetSpec, split: str) -> list[tuple[Path, Path]]:
     """The split's (image, label) paths, sorted; files without a partner are left out."""
     return scan_split(spec, split).pairs
@@ -57,19 +66,6 @@ def scan_split(spec: DatasetSpec, split: str) -> SplitListing:
 def _scan_physical(spec: DatasetSpec, split: str) -> SplitListing:
     scanners = {"folder": _scan_folder, "voc": _scan_voc, "cityscapes": _scan_cityscapes}
     return scanners[spec.layout](spec, split)
-
-
-def layout_root(layout: str, root: Path, source: str) -> Path:
-    """The folder the layout's paths are relative to; a VOCdevkit with one VOC20xx inside means that VOC20xx."""
-    if layout != "voc" or (root / "JPEGImages").is_dir():
-        return root
-    years = sorted(p for p in root.glob("VOC20*") if (p / "JPEGImages").is_dir())
-    if len(years) == 1:
-        return years[0]
-    if years:
-        names = ", ".join(p.name for p in years)
-        raise EdgesegError(f"{source}: {root} holds {names}; point the root at one of them")
-    raise EdgesegError(f"{source}: {root} has no JPEGImages/; point the root at VOCdevkit/VOC2012 (or VOCdevkit)")
 
 
 def _scan_folder(spec: DatasetSpec, split: str) -> SplitListing:
@@ -164,111 +160,11 @@ def _match(
 
 
 # --- derived splits -------------------------------------------------------------------
-SPLIT_KEYS = ("from", "sequences", "exclude_sequences", "frames", "exclude_frames")
-SELECTORS = SPLIT_KEYS[1:]
-SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-SHOW = 3  # names shown in one error message
 SHOW_SEQUENCES = 12
-
-
-@dataclass(frozen=True)
-class SplitDef:
-    """``[splits.NAME]``: the frames of physical split ``source`` whose sequence (or name) is, or is not, listed."""
-
-    name: str
-    source: str
-    selector: str  # one of SELECTORS
-    names: tuple[str, ...]
-
-    @property
-    def by_sequence(self) -> bool:
-        return self.selector.endswith("sequences")
-
-    @property
-    def excludes(self) -> bool:
-        return self.selector.startswith("exclude_")
-
-    def keeps(self, frame: str) -> bool:
-        key = sequence_of(frame) if self.by_sequence else frame
-        return (key in self.names) != self.excludes
-
-    def describe(self) -> str:
-        return f"from {self.source}, {self.selector} {_shown(self.names, SHOW)}"
-
-
-def frame_name(path: Path) -> str:
-    """The frame an image or label file shows: its stem, without Cityscapes' ``_leftImg8bit``/``_gtFine_labelIds``."""
-    for suffix in (CITYSCAPES_IMAGE, CITYSCAPES_LABEL):
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem
-
-
-def sequence_of(frame: str) -> str:
-    """The recording a frame belongs to: its name up to the first ``_`` (CamVid ``0006R0_f02400`` -> ``0006R0``)."""
-    return frame.split("_", 1)[0]
 
 
 def derived_split(spec: DatasetSpec, split: str) -> SplitDef | None:
     return next((d for d in spec.splits if d.name == split), None)
-
-
-def parse_splits(value: Any, source: str) -> tuple[SplitDef, ...]:
-    """The dataset TOML's ``[splits.NAME]`` tables, checked without touching the disk."""
-    if value is None:
-        return ()
-    if not isinstance(value, dict) or not all(isinstance(table, dict) for table in value.values()):
-        raise EdgesegError(
-            f"{source}: 'splits' must hold tables, e.g. [splits.heldout] with from = \"train\", sequences = [\"0006R0\"]"
-        )
-    splits = tuple(_parse_split(name, table, source) for name, table in value.items())
-    for split in splits:
-        if split.source in value:
-            raise EdgesegError(
-                f"{source}: [splits.{split.name}] takes its frames from '{split.source}', another derived split; "
-                "name a physical split (a folder or split file) in 'from'"
-            )
-    _check_held_out_pairs(splits, source)
-    return splits
-
-
-def _parse_split(name: str, table: dict[str, Any], source: str) -> SplitDef:
-    where = f"{source}: [splits.{name}]"
-    if not SPLIT_NAME.fullmatch(name):
-        raise EdgesegError(f"{where}: a split name takes letters, digits, '.', '_' and '-' only; rename it")
-    unknown = sorted(set(table) - set(SPLIT_KEYS))
-    if unknown:
-        raise EdgesegError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(SPLIT_KEYS)}")
-    origin = table.get("from")
-    if not isinstance(origin, str) or not origin or origin == name:
-        raise EdgesegError(f"{where}: needs from = \"SPLIT\", the physical split its frames come from (e.g. \"train\")")
-    chosen = [key for key in SELECTORS if key in table]
-    if len(chosen) != 1:
-        raise EdgesegError(f"{where}: give exactly one of {', '.join(SELECTORS)}")
-    selector = chosen[0]
-    names = table[selector]
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-        raise EdgesegError(f"{where}: {selector} must be a list of names (strings)")
-    if not names:
-        raise EdgesegError(f"{where}: {selector} is empty, so the split names no frame; list at least one name")
-    return SplitDef(name, origin, selector, tuple(dict.fromkeys(names)))
-
-
-def _check_held_out_pairs(splits: Sequence[SplitDef], source: str) -> None:
-    """A ``sequences`` split and an ``exclude_sequences`` split of one source that name a common sequence are a
-    training/held-out pair: the second must exclude everything the first takes. Same for frames/exclude_frames."""
-    for taken in (s for s in splits if not s.excludes):
-        for rest in splits:
-            if not rest.excludes or (rest.source, rest.by_sequence) != (taken.source, taken.by_sequence):
-                continue
-            leaked = [n for n in taken.names if n not in rest.names]
-            if leaked and len(leaked) < len(taken.names):
-                kind = "sequence" if taken.by_sequence else "frame"
-                raise EdgesegError(
-                    f"{source}: [splits.{taken.name}] and [splits.{rest.name}] overlap: {kind}(s) {_shown(leaked, SHOW)} "
-                    f"are in both; add them to {rest.name}'s {rest.selector} or drop them from {taken.name}'s "
-                    f"{taken.selector}"
-                )
 
 
 def physical_splits(spec: DatasetSpec) -> list[str]:
@@ -298,13 +194,13 @@ def _select(spec: DatasetSpec, derived: SplitDef, listing: SplitListing) -> Spli
     prefix = f"--data {spec.name}: split '{derived.name}'"
     if unknown and derived.by_sequence:
         raise EdgesegError(
-            f"{prefix} names sequence(s) {_shown(unknown, SHOW)} that '{derived.source}' does not have "
-            f"(its sequences: {_shown(sequences, SHOW_SEQUENCES)}); fix {derived.selector}"
+            f"{prefix} names sequence(s) {shown(unknown, SHOW)} that '{derived.source}' does not have "
+            f"(its sequences: {shown(sequences, SHOW_SEQUENCES)}); fix {derived.selector}"
         )
     if unknown:
         raise EdgesegError(
             f"{prefix} names {len(unknown)} frame(s) that '{derived.source}' does not have "
-            f"(first: {_shown(unknown, SHOW)}); list image file stems of that split in {derived.selector}"
+            f"(first: {shown(unknown, SHOW)}); list image file stems of that split in {derived.selector}"
         )
 
     def keep(path: Path) -> bool:
@@ -314,7 +210,7 @@ def _select(spec: DatasetSpec, derived: SplitDef, listing: SplitListing) -> Spli
     if not pairs:
         raise EdgesegError(
             f"{prefix} ({derived.describe()}) names no frame; '{derived.source}' has sequences "
-            f"{_shown(sequences, SHOW_SEQUENCES) or 'none'}; keep at least one"
+            f"{shown(sequences, SHOW_SEQUENCES) or 'none'}; keep at least one"
         )
     return replace(
         listing,
@@ -345,13 +241,13 @@ def check_train_val_splits(spec: DatasetSpec, train: str, val: str) -> str | Non
     chosen = [d for d in (derived_split(spec, train), derived_split(spec, val)) if d is not None and d.by_sequence]
     if chosen:
         raise EdgesegError(
-            f"--val-split {val}: shares sequence(s) {_shown(common, SHOW)} with --train-split {train}, and "
+            f"--val-split {val}: shares sequence(s) {shown(common, SHOW)} with --train-split {train}, and "
             f"split '{chosen[0].name}' is chosen by sequence; exclude them from the training split"
         )
     by_sequence = [d.name for d in spec.splits if d.by_sequence]
     if by_sequence:
         return (
-            f"note: --val-split {val} shares sequence(s) {_shown(common, SHOW)} with --train-split {train}: "
+            f"note: --val-split {val} shares sequence(s) {shown(common, SHOW)} with --train-split {train}: "
             "neighbouring frames of one recording are near-duplicates, so validation flatters the model; "
             f"the dataset's sequence splits ({', '.join(by_sequence)}) hold recordings out"
         )
@@ -362,6 +258,3 @@ def _derived_names(spec: DatasetSpec) -> list[str]:
     return [f"{d.name} (derived)" for d in spec.splits]
 
 
-def _shown(names: Sequence[str], limit: int) -> str:
-    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more

@@ -17,7 +17,7 @@ The TOML description (the shipped presets in ``edgeseg/data/presets/`` are examp
     # root = "."             # optional, relative to this file; default: this file's folder
     # [label_map]            # optional: raw label value -> class id (or ignore_index);
     # 7 = 0                  # unlisted raw values become ignore_index
-    # [splits.heldout]       # optional: a split derived from a physical one (see layouts.py), chosen by
+    # [splits.heldout]       # optional: a split derived from a physical one (see splits.py), chosen by
     # from = "train"         # sequence (sequences / exclude_sequences) or by frame stem (frames / exclude_frames)
     # sequences = ["0006R0"]
 
@@ -31,14 +31,13 @@ Layouts (see ``layouts.py``):
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeseg._toml import tomllib
-from edgeseg.data.layouts import SplitDef, parse_splits
-from edgeseg.errors import EdgesegError
+from edgeseg.core.toml_compat import tomllib
+from edgeseg.data.splits import SplitDef, layout_root, parse_splits
+from edgeseg.core.errors import EdgesegError
 
 LAYOUTS = ("folder", "voc", "cityscapes")
 TOML_KEYS = ("name", "layout", "ignore_index", "classes", "palette", "root", "label_map", "splits")
@@ -62,17 +61,6 @@ class DatasetSpec:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-    def fingerprint(self, split: str) -> str:
-        """sha256 over the split's sorted relative paths and file sizes; stats files, reads none."""
-        from edgeseg.data.layouts import list_pairs
-
-        digest = hashlib.sha256()
-        for image, label in list_pairs(self, split):
-            for path in (image, label):
-                rel = path.relative_to(self.root).as_posix()
-                digest.update(f"{rel}\t{path.stat().st_size}\n".encode())
-        return digest.hexdigest()
 
 
 def preset_names() -> tuple[str, ...]:
@@ -208,8 +196,6 @@ def _label_map(value: Any, num_classes: int, ignore_index: int, source: str) -> 
 
 
 def _existing_root(root: Path, layout: str, source: str) -> Path:
-    from edgeseg.data.layouts import layout_root
-
     if not root.is_dir():
         raise EdgesegError(f"{source}: root folder {root} does not exist; point it at the dataset's folder")
     return layout_root(layout, root, source)

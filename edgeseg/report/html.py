@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from edgeseg import __version__
-from edgeseg.fileio import write_bytes
+from edgeseg.core.fileio import write_bytes
 
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 STYLE = """

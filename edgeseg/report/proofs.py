@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgeseg.errors import EdgesegError
+from edgeseg.core.errors import EdgesegError
 from edgeseg.report import svg
 from edgeseg.report.html import Page, class_legend, esc, hex_colours, image, percent, points, table, verdict
 
@@ -197,7 +197,7 @@ def _export_environment(manifest: Dict[str, Any]) -> str:
 
 
 def _machine() -> str:
-    from edgeseg.sysinfo import environment
+    from edgeseg.core.sysinfo import environment
 
     env = environment()
     libraries = ", ".join(f"{name} {version}" for name, version in env["libraries"].items() if version)

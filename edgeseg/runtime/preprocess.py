@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.meta import Preprocess
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.meta import Preprocess
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.meta import ModelMeta
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.meta import ModelMeta
 from edgeseg.runtime.backends import Backend, open_backend
 from edgeseg.runtime.labels import argmax, to_labels  # noqa: F401 - argmax: where callers have found it
 from edgeseg.runtime.preprocess import Placement, Preprocessor, labels_to_source, to_bgr8

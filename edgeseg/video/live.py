@@ -53,7 +53,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from edgeseg.errors import EdgesegError
+from edgeseg.core.errors import EdgesegError
 from edgeseg.video.sinks import VideoSink
 
 DEFAULT_PORT = 8080

@@ -53,8 +53,8 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.fileio import write_json
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.fileio import write_json
 from edgeseg.runtime import Segmenter
 from edgeseg.runtime.backends import runs_on_cpu
 from edgeseg.video.render import Renderer

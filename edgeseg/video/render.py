@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.meta import ModelMeta
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.meta import ModelMeta
 from edgeseg.runtime import visualize
 
 MODES = ("overlay", "mask", "side-by-side")

@@ -36,8 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.fileio import check_output_path
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.fileio import check_output_path
 
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 DISPLAY = "display://"
@@ -199,7 +199,7 @@ class ImageFolderSink(VideoSink):
         self.frames = 0
 
     def write(self, image: np.ndarray) -> None:
-        from edgeseg.images import write_image
+        from edgeseg.core.images import write_image
 
         try:
             write_image(self.folder / FRAME_NAME.format(self.frames), image)
@@ -233,7 +233,7 @@ class DisplaySink(VideoSink):
         elif key == ord(" "):
             self.paused = not self.paused
         elif key == ord("s") and self._last is not None:
-            from edgeseg.images import write_image
+            from edgeseg.core.images import write_image
 
             path = write_image(self.snapshot_dir / f"snapshot_{self._snapshots:03d}.png", self._last)
             self._snapshots += 1

@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.images import IMAGE_SUFFIXES, images_in, is_image
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.images import IMAGE_SUFFIXES, images_in, is_image
 
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264", ".mjpeg")

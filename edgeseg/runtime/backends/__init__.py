@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from edgeseg.errors import EdgesegError
+from edgeseg.core.errors import EdgesegError
 from edgeseg.runtime.backends.base import Backend, TensorInfo
 
 # backend name -> (module, class, file suffixes it opens, the options its ``load`` takes besides path and device)
 _REGISTRY: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
-    "torch": ("edgeseg.runtime.backends.torch_backend", "TorchBackend", (".pt", ".pth"), ("threads",)),
+    "torch": ("edgeseg.model.torch_backend", "TorchBackend", (".pt", ".pth"), ("threads",)),
     "onnxruntime": ("edgeseg.runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",),
                     ("threads", "amx", "spin", "early_exit")),
     "tensorrt": ("edgeseg.runtime.backends.tensorrt_backend", "TensorRTBackend", (".engine", ".plan"), ()),

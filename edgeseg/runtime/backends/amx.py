@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.sysinfo import read_text
+from edgeseg.core.sysinfo import read_text
 
 # Reduction depth (input channels x kernel height x kernel width) from which the AMX GEMM beats
 # the symmetric VNNI kernel: below it the im2col copy costs more than AMX saves. Sweep on the

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.meta import ModelMeta
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.meta import ModelMeta
 
 
 @dataclass(frozen=True)

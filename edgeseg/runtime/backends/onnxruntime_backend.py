@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.onnx_meta import QDQ_FLOAT_KEY, check_graph_io, parse_meta, read_metadata_props
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.onnx_meta import QDQ_FLOAT_KEY, check_graph_io, parse_meta, read_metadata_props
 from edgeseg.runtime.backends.amx import has_amx_int8, route_convs_to_amx
 from edgeseg.runtime.backends.base import Backend, fit_fixed_batch
 from edgeseg.runtime.backends.early_exit import without_last_upsample

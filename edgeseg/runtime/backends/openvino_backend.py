@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.onnx_meta import check_graph_io, onnx_metadata, parse_meta
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.onnx_meta import check_graph_io, onnx_metadata, parse_meta
 from edgeseg.runtime.backends.base import Backend, fit_fixed_batch
 
 INSTALL = "pip install 'edgeseg[openvino]'"

@@ -8,7 +8,7 @@ metadata, since an engine has no room for it, and the DLA core it was built for.
 CUDA work runs in the device's primary context (``edgeseg.runtime.trt.cuda``), made current only inside
 ``load``, ``infer`` and ``close``, so the backend works from whichever thread calls it. Buffers are sized
 once for the largest batch: pinned host memory, one stream, async copies in and out, CUDA events timing
-each stage. An ``--argmax`` engine outputs int32 class ids (see edgeseg/build.py); they become uint8 here.
+each stage. An ``--argmax`` engine outputs int32 class ids (see edgeseg/deploy/build.py); they become uint8 here.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.meta import ModelMeta
-from edgeseg.onnx_meta import parse_meta
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.meta import ModelMeta
+from edgeseg.core.onnx_meta import parse_meta
 from edgeseg.runtime.backends.base import Backend
 from edgeseg.runtime.trt.support import dla_problem, numpy_dtype
 
@@ -52,7 +52,7 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def load(cls, path: Path, device: Optional[str] = None) -> "TensorRTBackend":
-        from edgeseg.engine_manifest import check_engine_manifest
+        from edgeseg.runtime.trt.manifest import check_engine_manifest
         from edgeseg.runtime.trt.support import require_tensorrt
 
         path = Path(path)

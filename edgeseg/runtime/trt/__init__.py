@@ -1,5 +1,5 @@
 """TensorRT and CUDA helpers shared by the runtime (``backends/tensorrt_backend.py``) and the build stage
-(``edgeseg/build.py``). The build stage imports these; nothing here imports the build stage.
+(``edgeseg/deploy/build.py``). The build stage imports these; nothing here imports the build stage.
 
 ``support``: the version window (8.5 <= TensorRT < 12), typing mode per version, the numpy dtype map, DLA checks.
 ``cuda``: pycuda on the device's primary context (why pycuda, and why no CUDA graphs: see its docstring).

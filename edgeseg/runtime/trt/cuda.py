@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from edgeseg.errors import EdgesegError
+from edgeseg.core.errors import EdgesegError
 from edgeseg.runtime.trt.support import first_line
 
 _contexts: Dict[int, Any] = {}

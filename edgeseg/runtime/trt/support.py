@@ -12,8 +12,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.sysinfo import JETSON_SETUP, import_pycuda_driver
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.sysinfo import JETSON_SETUP, import_pycuda_driver
 
 MIN_VERSION = (8, 5)  # the tensor-name runtime API (set_tensor_address, execute_async_v3) starts at 8.5
 MAX_VERSION = (12, 0)  # exclusive: 11.x is the newest major this code path knows

@@ -1,0 +1,1 @@
+"""``edgeseg train``: the training loop, its schedule, validation and curves. Workstation side: needs torch."""
