@@ -142,13 +142,13 @@ def bench(
     exist_ok: bool = typer.Option(False, "--exist-ok", help=EXIST_OK_HELP),
 ) -> None:
     """Latency (mean, p50, p90, p99), throughput, per-stage times and peak memory, side by side."""
-    from edgeseg.deploy.bench import results_paths, run_bench
+    from edgeseg.deploy.bench import BenchOptions, results_paths, run_bench
 
     json_path, markdown = results_paths(models, json_path, markdown)
     check_outputs({"--json": json_path, "--markdown": markdown}, exist_ok, inputs={"MODELS": list(models)})
-    run_bench(models, backend=backend, device=device, batch_size=batch_size, iters=iters, warmup=warmup,
-              threads=threads, img_size=img_size, data=data, model_only=model_only, streams=streams, json_path=json_path,
-              markdown_path=markdown)  # fmt: skip
+    options = BenchOptions(backend=backend, device=device, batch_size=batch_size, iters=iters, warmup=warmup,
+                           threads=threads, img_size=img_size, model_only=model_only, streams=streams)  # fmt: skip
+    run_bench(models, options, data=data, json_path=json_path, markdown_path=markdown)
 
 
 @app.command("run")
