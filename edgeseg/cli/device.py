@@ -85,11 +85,13 @@ def build_(
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace engines (and their manifests) built before."),
 ) -> None:
     """Build TensorRT engines on this device from a bundle's ONNX models, with a manifest each (needs TensorRT, pycuda)."""
-    from edgeseg.deploy.build import build_bundle
+    from edgeseg.deploy.build import BuildOptions, build_bundle
     from edgeseg.runtime.backends.tensorrt_backend import gpu_index
 
-    engines = build_bundle(bundle, split_list(precision), int8_source, workspace, dla_core, timing_cache, batch,
-                           dynamic_batch, out, device_index=gpu_index(device), exist_ok=exist_ok)  # fmt: skip
+    options = BuildOptions(precisions=split_list(precision), int8_source=int8_source, workspace_mib=workspace,
+                           dla_core=dla_core, timing_cache=timing_cache, batch=batch, dynamic_batch=dynamic_batch,
+                           out=out, device_index=gpu_index(device), exist_ok=exist_ok)  # fmt: skip
+    engines = build_bundle(bundle, options)
     typer.echo("built: " + ", ".join(str(p) for p in engines))
 
 
