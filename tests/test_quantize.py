@@ -316,11 +316,11 @@ def test_eval_with_reference_reports_fidelity(exported, small_checkpoint, camvid
 
 
 def test_sensitivity_keeps_the_most_sensitive_layers_in_float(exported, camvid, tmp_path):
-    from edgeseg.export.sensitivity import keep_sensitive_layers
+    from edgeseg.export.sensitivity import SearchLimits, keep_sensitive_layers
 
+    limits = SearchLimits(slice_images=3, ranking_images=2, max_layers=2, max_candidates=4)
     report = keep_sensitive_layers(exported.files["fp32"], exported.files["calib_ranges"], f"camvid:{camvid}",
-                                   max_drop_points=-100.0, already_kept=[], work_dir=tmp_path, slice_images=3,
-                                   max_layers=2, max_candidates=4, ranking_images=2)  # fmt: skip
+                                   max_drop_points=-100.0, already_kept=[], work_dir=tmp_path, limits=limits)  # fmt: skip
     assert report["slice"].endswith("train, last 3 images (2 for ranking)") and len(report["layers"]) == 4
     gains = [layer["miou_vs_fp32_gain_alone"] for layer in report["layers"]]
     assert gains == sorted(gains, reverse=True)
