@@ -77,14 +77,14 @@ def val_images(data: str, count: int):
 
 
 def time_models(models: dict[str, Path], images, threads: int, rounds: int, iters: int) -> dict:
-    from edgeseg.deploy.bench import benchmark_models
+    from edgeseg.deploy.bench import BenchOptions, benchmark_models
 
     runs: dict[str, dict[str, list]] = {name: {"end-to-end": [], "model-only": []} for name in models}
     for _ in range(rounds):
         for name, path in models.items():
             for model_only in (False, True):
-                result = benchmark_models([path], iters=iters, warmup=2, threads=threads, images=images,
-                                          model_only=model_only)[0]  # fmt: skip
+                options = BenchOptions(iters=iters, warmup=2, threads=threads, model_only=model_only)
+                result = benchmark_models([path], options, images)[0]
                 runs[name]["model-only" if model_only else "end-to-end"].append(asdict(result))
     return {name: {mode: _combine(results) for mode, results in modes.items()} for name, modes in runs.items()}
 

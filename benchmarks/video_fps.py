@@ -120,11 +120,11 @@ def bare_model_fps(model: Path, threads: int, spin: bool, iters: int = 60, warmu
 def bare_streams_fps(model: Path, threads: int, iters: int = 60) -> float:
     """Frames per second of the model alone as `edgeseg run` uses it on a file: ``auto_streams`` copies
     of it at the same time, each on its share of the threads (`edgeseg bench --model-only --streams`)."""
-    from edgeseg.deploy.bench import benchmark_models
+    from edgeseg.deploy.bench import BenchOptions, benchmark_models
     from edgeseg.video.pipeline import auto_streams
 
     streams = auto_streams(True, False, threads)
-    result = benchmark_models([model], threads=threads, streams=streams, model_only=True, iters=iters, warmup=3)
+    result = benchmark_models([model], BenchOptions(iters=iters, warmup=3, threads=threads, model_only=True, streams=streams))
     return result[0].throughput_fps
 
 

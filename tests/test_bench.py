@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from edgeseg.deploy.bench import benchmark_models, format_table, save_results
+from edgeseg.deploy.bench import BenchOptions, benchmark_models, format_table, save_results
 from edgeseg.core.errors import EdgesegError
 from edgeseg.export.exporter import export_onnx
 from edgeseg.core.sysinfo import environment
@@ -17,7 +17,7 @@ def onnx_model(small_checkpoint, tmp_path_factory):
 
 
 def test_two_backends_side_by_side(onnx_model, small_checkpoint, tmp_path):
-    results = benchmark_models([onnx_model, small_checkpoint], iters=6, warmup=1, threads=1, img_size=(120, 160))
+    results = benchmark_models([onnx_model, small_checkpoint], BenchOptions(iters=6, warmup=1, threads=1, img_size=(120, 160)))
     assert [r.backend for r in results] == ["onnxruntime", "torch"] and results[0].ratio == 1.0
     for r in results:
         assert r.latency_ms["p50"] <= r.latency_ms["p99"] and r.latency_ms["mean"] > 0
@@ -33,11 +33,11 @@ def test_two_backends_side_by_side(onnx_model, small_checkpoint, tmp_path):
 
 
 def test_model_only_and_batches(onnx_model, small_checkpoint):
-    result = benchmark_models([small_checkpoint], iters=3, warmup=0, batch_size=2, model_only=True)[0]
+    result = benchmark_models([small_checkpoint], BenchOptions(iters=3, warmup=0, batch_size=2, model_only=True))[0]
     assert result.mode == "model-only" and set(result.stages_ms) == {"inference"}
     assert result.throughput_fps == pytest.approx(2000 / result.latency_ms["mean"])
     with pytest.raises(EdgesegError, match="--batch-size 2"):
-        benchmark_models([onnx_model], iters=1, batch_size=2)  # exported for batch 1
+        benchmark_models([onnx_model], BenchOptions(iters=1, batch_size=2))  # exported for batch 1
 
 
 @pytest.mark.parametrize("model_only", [True, False])
@@ -55,7 +55,7 @@ def test_two_streams_run_two_copies_at_once_and_count_both(onnx_model, model_onl
         return infer(self, batch)
 
     monkeypatch.setattr(OnnxRuntimeBackend, name, noting_thread)
-    result = benchmark_models([onnx_model], iters=4, warmup=0, threads=2, streams=2, model_only=model_only)[0]
+    result = benchmark_models([onnx_model], BenchOptions(iters=4, warmup=0, threads=2, streams=2, model_only=model_only))[0]
     assert result.streams == 2 and "2 streams" in format_table([result])
     assert len({copy for copy, _ in seen}) == 2 and len({thread for _, thread in seen}) == 2
     assert result.throughput_fps > 0 and result.latency_ms["p50"] <= result.latency_ms["p99"]

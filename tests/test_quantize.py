@@ -316,11 +316,11 @@ def test_eval_with_reference_reports_fidelity(exported, small_checkpoint, camvid
 
 
 def test_sensitivity_keeps_the_most_sensitive_layers_in_float(exported, camvid, tmp_path):
-    from edgeseg.export.sensitivity import keep_sensitive_layers
+    from edgeseg.export.sensitivity import SearchLimits, keep_sensitive_layers
 
+    limits = SearchLimits(slice_images=3, ranking_images=2, max_layers=2, max_candidates=4)
     report = keep_sensitive_layers(exported.files["fp32"], exported.files["calib_ranges"], f"camvid:{camvid}",
-                                   max_drop_points=-100.0, already_kept=[], work_dir=tmp_path, slice_images=3,
-                                   max_layers=2, max_candidates=4, ranking_images=2)  # fmt: skip
+                                   max_drop_points=-100.0, already_kept=[], work_dir=tmp_path, limits=limits)  # fmt: skip
     assert report["slice"].endswith("train, last 3 images (2 for ranking)") and len(report["layers"]) == 4
     gains = [layer["miou_vs_fp32_gain_alone"] for layer in report["layers"]]
     assert gains == sorted(gains, reverse=True)
@@ -417,7 +417,7 @@ def test_the_amx_rewrite_is_opt_in_and_a_variant_not_a_new_backend_name(exported
     """On an AMX-INT8 Xeon, CI failed: bench named the INT8 row's backend "onnxruntime+amx". Here the CPU flag is
     stood in for (the rewrite itself runs on any CPU; only the kernel ONNX Runtime picks differs), so this holds,
     and checks the same thing, on x86 with or without AMX or VNNI and on ARM."""
-    from edgeseg.deploy.bench import benchmark_models, format_table
+    from edgeseg.deploy.bench import BenchOptions, benchmark_models, format_table
     from edgeseg.runtime.backends import onnxruntime_backend
 
     monkeypatch.setattr(onnxruntime_backend, "has_amx_int8", lambda: True)
@@ -426,9 +426,9 @@ def test_the_amx_rewrite_is_opt_in_and_a_variant_not_a_new_backend_name(exported
     with Segmenter.load(path) as default, Segmenter.load(path, amx=True) as asked:
         assert default.backend.name == asked.backend.name == "onnxruntime"  # the name is the backend's, whatever runs
         assert (default.backend.variant, asked.backend.variant) == ("", "amx")  # off unless asked for
-    [plain] = benchmark_models([path], backend="onnxruntime", iters=1, warmup=0)
+    [plain] = benchmark_models([path], BenchOptions(backend="onnxruntime", iters=1, warmup=0))
     monkeypatch.setenv("EDGESEG_ORT_AMX", "1")  # the CLI's way to ask for it
-    [rewritten] = benchmark_models([path], backend="onnxruntime", iters=1, warmup=0)
+    [rewritten] = benchmark_models([path], BenchOptions(backend="onnxruntime", iters=1, warmup=0))
     assert (plain.backend, plain.variant, rewritten.backend, rewritten.variant) == ("onnxruntime", "", "onnxruntime", "amx")
     header, _, *rows = format_table([plain, rewritten]).splitlines()
     assert header.split()[:3] == ["model", "backend", "variant"] and [r.split()[1:3] for r in rows] == [

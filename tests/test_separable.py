@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from conftest import assert_one_line_error, run_cli
-from edgeseg.deploy.bench import benchmark_models, format_table
+from edgeseg.deploy.bench import BenchOptions, benchmark_models, format_table
 from edgeseg.export.calibration import make_calibration_manifest
 from edgeseg.model.checkpoint import checkpoint_dict, load_model, read_checkpoint, save_checkpoint
 from edgeseg.model.complexity import layer_macs, measure
@@ -228,7 +228,8 @@ def test_int8_model_evals_and_runs(exported, camvid, camvid_clip, tmp_path):
 
 
 def test_bench_shows_gmacs_from_the_model_file(exported, trained):
-    rows = benchmark_models([exported.onnx_path, exported.files["int8"], trained], iters=2, warmup=0, threads=1)
+    models = [exported.onnx_path, exported.files["int8"], trained]
+    rows = benchmark_models(models, BenchOptions(iters=2, warmup=0, threads=1))
     gmacs = read_meta(exported.onnx_path)[0].macs / 1e9
     assert [r.gmacs for r in rows] == [gmacs, gmacs, None]  # the checkpoint's metadata has no count
     table = format_table(rows)

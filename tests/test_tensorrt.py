@@ -1,6 +1,7 @@
 """The TensorRT stage: engine manifests and their checks everywhere; real engine builds where TensorRT and a GPU are."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from conftest import assert_one_line_error, run_cli
 
 from edgeseg.runtime.trt.manifest import (
     FACT_KEYS,
+    BuiltEngine,
     check_engine_manifest,
     engine_manifest,
     l4t_release,
@@ -89,13 +91,14 @@ def test_damaged_manifest_is_one_line_error(tmp_path):
 
 
 def test_engine_manifest_fields():
-    manifest = engine_manifest(
-        facts=ORIN, onnx_path="out/model.fp32.onnx", onnx_sha256="ab" * 32, precision="int8", int8_source="cache",
-        inputs=[{"name": "images", "shape": [-1, 3, 96, 128], "dtype": "float"}],
+    engine = BuiltEngine(
+        precision="int8", int8_source="cache", inputs=[{"name": "images", "shape": [-1, 3, 96, 128], "dtype": "float"}],
         outputs=[{"name": "logits", "shape": [-1, 11, 96, 128], "dtype": "float"}], batch_range=(1, 4, 8),
-        build_flags={"workspace_mib": 1024}, build_seconds=12.345, onnx_metadata={"edgeseg": "{}"},
-        extra={"calibration_manifest_sha256": "cd" * 32},
+        build_flags={"workspace_mib": 1024}, build_seconds=12.345,
     )  # fmt: skip
+    manifest = engine_manifest(facts=ORIN, onnx_path=Path("out/model.fp32.onnx"), onnx_sha256="ab" * 32,
+                               onnx_metadata={"edgeseg": "{}"}, engine=engine,
+                               extra={"calibration_manifest_sha256": "cd" * 32})  # fmt: skip
     assert manifest["tensorrt_version"] == "8.5.2.2" and manifest["compute_capability"] == "8.7"
     assert manifest["onnx"] == "model.fp32.onnx" and manifest["batch_range"] == [1, 4, 8]
     assert manifest["calibration_manifest_sha256"] == "cd" * 32 and manifest["build_seconds"] == 12.35
@@ -485,9 +488,9 @@ def int8_bundle(trt_version, small_checkpoint, camvid, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fp16_engine(int8_bundle):
-    from edgeseg.deploy.build import build_bundle
+    from edgeseg.deploy.build import BuildOptions, build_bundle
 
-    (engine,) = build_bundle(int8_bundle, ["fp16"], workspace_mib=512)
+    (engine,) = build_bundle(int8_bundle, BuildOptions(precisions=["fp16"], workspace_mib=512))
     return engine
 
 
@@ -529,12 +532,13 @@ def test_engine_manifest_is_written(fp16_engine, int8_bundle, trt_version):
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("source", ["qdq", "cache", "ranges"])
 def test_int8_engine_from_each_source_passes_verify(int8_bundle, trt_version, source, tmp_path):
-    from edgeseg.deploy.build import build_bundle
+    from edgeseg.deploy.build import BuildOptions, build_bundle
     from edgeseg.runtime.trt import is_strongly_typed_only
 
     if source != "qdq" and is_strongly_typed_only(trt_version):
         pytest.skip(f"TensorRT {trt_version} builds strongly typed networks only (no {source})")
-    (engine,) = build_bundle(int8_bundle, ["int8"], source, workspace_mib=512, out=tmp_path)
+    options = BuildOptions(precisions=["int8"], int8_source=source, workspace_mib=512, out=tmp_path)
+    (engine,) = build_bundle(int8_bundle, options)
     assert engine == tmp_path / "model.int8.engine"
     assert json.loads(manifest_path(engine).read_text())["int8_source"] == source
     done = run_cli("verify", engine, "--bundle", int8_bundle, "--min-agreement", "0.9", timeout=600)
@@ -566,10 +570,10 @@ def test_dla(int8_bundle, trt_version, tmp_path):
         done = run_cli("build", int8_bundle, "--precision", "fp16", "--dla-core", "0", "--out", tmp_path)
         assert_one_line_error(done, "--dla-core 0: this device has no DLA")
         return
-    from edgeseg.deploy.build import build_bundle
+    from edgeseg.deploy.build import BuildOptions, build_bundle
     from edgeseg.runtime import Segmenter
 
-    (engine,) = build_bundle(int8_bundle, ["fp16"], dla_core=0, out=tmp_path)
+    (engine,) = build_bundle(int8_bundle, BuildOptions(precisions=["fp16"], dla_core=0, out=tmp_path))
     assert json.loads(manifest_path(engine).read_text())["build_flags"]["dla_core"] == 0
     with Segmenter.load(engine, device="cuda") as segmenter:
         assert segmenter.backend.name == "tensorrt"
@@ -579,10 +583,10 @@ def test_dla(int8_bundle, trt_version, tmp_path):
 
 @pytest.mark.tensorrt
 def test_argmax_engine_gives_uint8_labels(trt_version, argmax_onnx, tmp_path, camvid):
-    from edgeseg.deploy.build import build_engine
+    from edgeseg.deploy.build import EngineOptions, build_engine
     from edgeseg.runtime import Segmenter
 
-    engine = build_engine(argmax_onnx, tmp_path / "argmax.fp32.engine", "fp32", workspace_mib=512)
+    engine = build_engine(argmax_onnx, tmp_path / "argmax.fp32.engine", "fp32", EngineOptions(workspace_mib=512))
     assert json.loads(manifest_path(engine).read_text())["build_flags"]["labels_int32"] is True
     image = _val_images(camvid, 1)[0]
     with Segmenter.load(argmax_onnx) as ort, Segmenter.load(engine, device="cuda") as trt:
@@ -592,13 +596,14 @@ def test_argmax_engine_gives_uint8_labels(trt_version, argmax_onnx, tmp_path, ca
 
 @pytest.mark.tensorrt
 def test_dynamic_batch_engine_and_timing_cache(trt_version, dynamic_onnx, tmp_path):
-    from edgeseg.deploy.build import build_engine
+    from edgeseg.deploy.build import EngineOptions, build_engine
     from edgeseg.runtime.backends.tensorrt_backend import TensorRTBackend
 
     cache = tmp_path / "timing.cache"
-    first = build_engine(dynamic_onnx, tmp_path / "a.fp32.engine", "fp32", timing_cache=cache, batch_range=(1, 2, 4))
+    options = EngineOptions(timing_cache=cache, batch_range=(1, 2, 4))
+    first = build_engine(dynamic_onnx, tmp_path / "a.fp32.engine", "fp32", options)
     assert cache.is_file() and cache.stat().st_size > 0
-    second = build_engine(dynamic_onnx, tmp_path / "b.fp32.engine", "fp32", timing_cache=cache, batch_range=(1, 2, 4))
+    second = build_engine(dynamic_onnx, tmp_path / "b.fp32.engine", "fp32", options)
     flags = [json.loads(manifest_path(p).read_text())["build_flags"] for p in (first, second)]
     assert (flags[0]["timing_cache_loaded"], flags[1]["timing_cache_loaded"]) == (False, True)
 

@@ -85,11 +85,13 @@ def build_(
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Replace engines (and their manifests) built before."),
 ) -> None:
     """Build TensorRT engines on this device from a bundle's ONNX models, with a manifest each (needs TensorRT, pycuda)."""
-    from edgeseg.deploy.build import build_bundle
+    from edgeseg.deploy.build import BuildOptions, build_bundle
     from edgeseg.runtime.backends.tensorrt_backend import gpu_index
 
-    engines = build_bundle(bundle, split_list(precision), int8_source, workspace, dla_core, timing_cache, batch,
-                           dynamic_batch, out, device_index=gpu_index(device), exist_ok=exist_ok)  # fmt: skip
+    options = BuildOptions(precisions=split_list(precision), int8_source=int8_source, workspace_mib=workspace,
+                           dla_core=dla_core, timing_cache=timing_cache, batch=batch, dynamic_batch=dynamic_batch,
+                           out=out, device_index=gpu_index(device), exist_ok=exist_ok)  # fmt: skip
+    engines = build_bundle(bundle, options)
     typer.echo("built: " + ", ".join(str(p) for p in engines))
 
 
@@ -142,13 +144,13 @@ def bench(
     exist_ok: bool = typer.Option(False, "--exist-ok", help=EXIST_OK_HELP),
 ) -> None:
     """Latency (mean, p50, p90, p99), throughput, per-stage times and peak memory, side by side."""
-    from edgeseg.deploy.bench import results_paths, run_bench
+    from edgeseg.deploy.bench import BenchOptions, results_paths, run_bench
 
     json_path, markdown = results_paths(models, json_path, markdown)
     check_outputs({"--json": json_path, "--markdown": markdown}, exist_ok, inputs={"MODELS": list(models)})
-    run_bench(models, backend=backend, device=device, batch_size=batch_size, iters=iters, warmup=warmup,
-              threads=threads, img_size=img_size, data=data, model_only=model_only, streams=streams, json_path=json_path,
-              markdown_path=markdown)  # fmt: skip
+    options = BenchOptions(backend=backend, device=device, batch_size=batch_size, iters=iters, warmup=warmup,
+                           threads=threads, img_size=img_size, model_only=model_only, streams=streams)  # fmt: skip
+    run_bench(models, options, data=data, json_path=json_path, markdown_path=markdown)
 
 
 @app.command("run")

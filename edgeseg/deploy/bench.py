@@ -48,37 +48,45 @@ class BenchResult:
     variant: str = ""  # how the backend ran it, beside its name: "amx" (ONNX Runtime's AMX rewrite), "bf16" (OpenVINO)
 
 
-def benchmark_models(
-    models: list[str | Path],
-    *,
-    backend: str = "auto",
-    device: str | None = None,
-    batch_size: int = 1,
-    iters: int = 50,
-    warmup: int = 10,
-    threads: int | None = None,
-    img_size: tuple[int, int] | None = None,
-    images: list[np.ndarray] | None = None,
-    model_only: bool = False,
-    streams: int = 1,
-) -> list[BenchResult]:
-    """``streams``: copies of each model run batches at the same time, each on its own thread with its
+@dataclass(frozen=True)
+class BenchOptions:
+    """How each model is run and timed (``edgeseg bench``'s options but the files and the images).
+
+    ``streams``: copies of each model run batches at the same time, each on its own thread with its
     share of ``threads``; throughput counts every copy's images, latency is each batch's own."""
-    check_streams(streams, threads)
-    if iters < 1 or warmup < 0:
-        raise EdgesegError(f"--iters {iters} / --warmup {warmup}: need at least one timed iteration")
-    if batch_size < 1 or (threads is not None and threads < 1):
-        raise EdgesegError(f"--batch-size {batch_size} / --threads {threads}: give whole numbers of at least 1")
-    if img_size is not None and not all(MIN_SIDE <= side <= MAX_SIDE for side in img_size):
-        raise EdgesegError(f"--img-size {' '.join(map(str, img_size))}: give H W from {MIN_SIDE} to {MAX_SIDE}, e.g. 360 480")
-    backends = _backend_list(backend)
-    results = [
-        _bench_one(Path(m), name, device, batch_size, iters, warmup, threads, img_size, images, model_only, streams)
-        for m in models for name in backends
-    ]
+
+    backend: str = "auto"  # one name, or several comma-separated: one row per backend for each model
+    device: str | None = None
+    batch_size: int = 1
+    iters: int = 50
+    warmup: int = 10
+    threads: int | None = None
+    img_size: tuple[int, int] | None = None  # H W of the synthetic picture (default: the model's input size)
+    model_only: bool = False
+    streams: int = 1
+
+
+def benchmark_models(
+    models: list[str | Path], options: BenchOptions = BenchOptions(), images: list[np.ndarray] | None = None
+) -> list[BenchResult]:
+    """One row per model and backend, timed as ``options`` says, on ``images`` (default: a synthetic one)."""
+    _check_options(options)
+    backends = _backend_list(options.backend)
+    results = [_bench_one(Path(m), name, options, images) for m in models for name in backends]
     for result in results:
         result.ratio = result.latency_ms["mean"] / results[0].latency_ms["mean"]
     return results
+
+
+def _check_options(options: BenchOptions) -> None:
+    check_streams(options.streams, options.threads)
+    if options.iters < 1 or options.warmup < 0:
+        raise EdgesegError(f"--iters {options.iters} / --warmup {options.warmup}: need at least one timed iteration")
+    if options.batch_size < 1 or (options.threads is not None and options.threads < 1):
+        raise EdgesegError(f"--batch-size {options.batch_size} / --threads {options.threads}: give whole numbers of at least 1")
+    size = options.img_size
+    if size is not None and not all(MIN_SIDE <= side <= MAX_SIDE for side in size):
+        raise EdgesegError(f"--img-size {' '.join(map(str, size))}: give H W from {MIN_SIDE} to {MAX_SIDE}, e.g. 360 480")
 
 
 def _backend_list(backend: str) -> list[str]:
@@ -91,29 +99,30 @@ def _backend_list(backend: str) -> list[str]:
     return names
 
 
-def _bench_one(model, backend, device, batch_size, iters, warmup, threads, img_size, images, model_only,
-               streams=1) -> BenchResult:  # fmt: skip
+def _bench_one(model: Path, backend: str, options: BenchOptions, images: list[np.ndarray] | None) -> BenchResult:
     _reset_peak_rss()
-    shares = share_threads(threads, streams) if streams > 1 else [threads]
+    batch_size, streams = options.batch_size, options.streams
+    shares = share_threads(options.threads, streams) if streams > 1 else [options.threads]
     with ExitStack() as opened:
-        copies = [opened.enter_context(Segmenter.load(model, backend=backend, device=device, batch_size=batch_size,
+        copies = [opened.enter_context(Segmenter.load(model, backend=backend, device=options.device, batch_size=batch_size,
                                                       **({"threads": share} if share else {})))
                   for share in shares]  # fmt: skip
         segmenter = copies[0]
-        frames = images or [_synthetic_image(img_size or segmenter.meta.input_size)]
+        frames = images or [_synthetic_image(options.img_size or segmenter.meta.input_size)]
         batches = [[frames[(i * batch_size + k) % len(frames)] for k in range(batch_size)] for i in range(len(frames))]
-        for i in range(warmup):
+        for i in range(options.warmup):
             for copy in copies:
-                _one_batch(copy, batches[i % len(batches)], model_only)
+                _one_batch(copy, batches[i % len(batches)], options.model_only)
         with TegrastatsSampler() as power:
-            stage_rows, backend_rows, wall_s = _timed_batches(copies, batches, iters, model_only)
+            stage_rows, backend_rows, wall_s = _timed_batches(copies, batches, options.iters, options.model_only)
         totals = [sum(row.values()) for row in stage_rows]
         mean_ms = statistics.fmean(totals)
         watts = power.mean_power_w()
         fps = len(totals) * batch_size / wall_s if streams > 1 else 1000 * batch_size / mean_ms
         return BenchResult(
             model=str(model), backend=segmenter.backend.name, device=str(segmenter.backend.device),
-            mode="model-only" if model_only else "end-to-end", batch_size=batch_size, threads=threads, iters=iters,
+            mode="model-only" if options.model_only else "end-to-end", batch_size=batch_size, threads=options.threads,
+            iters=options.iters,
             latency_ms={"mean": mean_ms, **{f"p{q}": float(np.percentile(totals, q)) for q in (50, 90, 99)}},
             throughput_fps=fps, stages_ms={k: statistics.fmean(r[k] for r in stage_rows) for k in stage_rows[0]},
             backend_stages_ms={k: statistics.fmean(r[k] for r in backend_rows) for k in backend_rows[0]} if backend_rows else None,
@@ -241,28 +250,18 @@ def save_results(results: list[BenchResult], env: dict[str, Any], json_path: Pat
 
 def run_bench(
     models: list[Path],
+    options: BenchOptions = BenchOptions(),
     *,
-    backend: str = "auto",
-    device: str | None = None,
-    batch_size: int = 1,
-    iters: int = 50,
-    warmup: int = 10,
-    threads: int | None = None,
-    img_size: tuple[int, int] | None = None,
     data: str | None = None,
     num_images: int = 8,
-    model_only: bool = False,
-    streams: int = 1,
     json_path: Path | None = None,
     markdown_path: Path | None = None,
 ) -> list[BenchResult]:
-    """``edgeseg bench``: print the table and the environment, save JSON and markdown."""
+    """``edgeseg bench``: print the table and the environment, save JSON and markdown; ``data``: time the
+    first ``num_images`` val images of that dataset instead of a synthetic picture."""
     images = _dataset_images(data, num_images) if data else None
-    results = benchmark_models(
-        models, backend=backend, device=device, batch_size=batch_size, iters=iters, warmup=warmup,
-        threads=threads, img_size=img_size, images=images, model_only=model_only, streams=streams,
-    )  # fmt: skip
-    env = environment(threads)
+    results = benchmark_models(models, options, images)
+    env = environment(options.threads)
     print(f"environment: {summary(env)}")
     print(format_table(results))
     json_path, markdown_path = results_paths(models, json_path, markdown_path)

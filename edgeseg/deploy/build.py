@@ -28,11 +28,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from edgeseg.runtime.trt.manifest import engine_manifest, manifest_path, system_facts
+from edgeseg.runtime.trt.manifest import BuiltEngine, engine_manifest, manifest_path, system_facts
 from edgeseg.core.errors import EdgesegError
 from edgeseg.core.fileio import check_outputs, file_sha256, write_bytes, write_json
 from edgeseg.core.onnx_meta import PRECISIONS as ENGINE_PRECISIONS, parse_meta, proto_spans, read_metadata_props
@@ -68,6 +68,44 @@ class BuildPlan:
     strongly_typed: bool
     builder_flags: Tuple[str, ...]  # BuilderFlag names; empty for a strongly typed network
     source_key: str  # the bundle file built from: fp32, fp16, int8_qdq, or int8_qdq_fp16 (strongly typed INT8)
+
+
+# --- what the caller asks for -----------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildOptions:
+    """``edgeseg build``'s options; None takes the bundle's (its export.json's build defaults), then the built-in one."""
+
+    precisions: Optional[Sequence[str]] = None  # fp16 by default
+    int8_source: Optional[str] = None  # qdq by default; cache and ranges need the bundle
+    workspace_mib: Optional[int] = None  # 1024 by default
+    dla_core: Optional[int] = None
+    timing_cache: Optional[Path] = None  # read and updated
+    batch: Optional[int] = None  # a fixed batch
+    dynamic_batch: Optional[int] = None  # the largest batch of a dynamic one
+    out: Optional[Path] = None  # folder for the engines (default: beside the ONNX)
+    device_index: int = 0  # the GPU built on (cuda:N)
+    exist_ok: bool = False  # replace engines built before (else they are refused before TensorRT is looked for)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How TensorRT builds an engine, whatever its precision: every engine of one ``edgeseg build`` shares them."""
+
+    workspace_mib: int = 1024
+    timing_cache: Optional[Path] = None
+    dla_core: Optional[int] = None
+    batch_range: Optional[Tuple[int, int, int]] = None  # (min, opt, max) for an ONNX with a dynamic batch axis
+    device_index: int = 0
+
+
+@dataclass(frozen=True)
+class Int8Scales:
+    """Where an INT8 engine's scales come from: ``source`` qdq (the ONNX's Q/DQ nodes), cache (``calib_cache``, a
+    TensorRT calibration cache) or ranges (``dynamic_ranges``, {tensor: amax}); ranges alone mean ``ranges``."""
+
+    source: Optional[str] = None
+    calib_cache: Optional[Path] = None
+    dynamic_ranges: Optional[Dict[str, float]] = None
 
 
 def plan_build(version: str, precision: str, int8_source: Optional[str] = None, onnx_precision: Optional[str] = None,
@@ -212,67 +250,58 @@ def _fields(data: bytearray, start: int, end: int, number: int, wire: int) -> Li
 
 
 # --- the build ------------------------------------------------------------------------------
-def build_engine(
-    onnx_path: Path,
-    engine_path: Path,
-    precision: str,
-    *,
-    int8_source: Optional[str] = None,
-    calib_cache: Optional[Path] = None,
-    dynamic_ranges: Optional[Dict[str, float]] = None,
-    workspace_mib: int = 1024,
-    timing_cache: Optional[Path] = None,
-    dla_core: Optional[int] = None,
-    batch_range: Optional[Tuple[int, int, int]] = None,
-    manifest_extra: Optional[Dict[str, Any]] = None,
-    device_index: int = 0,
-) -> Path:
-    """Build ``engine_path`` from ``onnx_path`` on GPU ``device_index``; writes the engine and ``<engine>.json`` atomically."""
+def build_engine(onnx_path: Path, engine_path: Path, precision: str, options: EngineOptions = EngineOptions(),
+                 int8: Int8Scales = Int8Scales(), manifest_extra: Optional[Dict[str, Any]] = None) -> Path:  # fmt: skip
+    """Build ``engine_path`` from ``onnx_path`` on GPU ``options.device_index``; writes the engine and ``<engine>.json``
+    atomically. ``manifest_extra`` (from a bundle) is merged into the manifest last."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    if dynamic_ranges and precision == "int8" and int8_source is None:
-        int8_source = "ranges"
-    _check_arguments(onnx_path, precision, int8_source, calib_cache, dynamic_ranges, dla_core, workspace_mib)
+    if int8.dynamic_ranges and precision == "int8" and int8.source is None:
+        int8 = replace(int8, source="ranges")
+    _check_arguments(onnx_path, precision, options, int8)
     version = require_tensorrt("edgeseg build")
     payload = onnx_path.read_bytes()
     onnx_sha256 = file_sha256(onnx_path)
     properties = read_metadata_props(payload, onnx_path)
     _, exported = parse_meta(properties, onnx_path)
-    plan = plan_build(version, precision, int8_source, str(exported["precision"]), onnx_path.name, dla_core is not None)
-    if plan.int8_source == "ranges" and not dynamic_ranges:
+    plan = plan_build(version, precision, int8.source, str(exported["precision"]), onnx_path.name,
+                      options.dla_core is not None)  # fmt: skip
+    if plan.int8_source == "ranges" and not int8.dynamic_ranges:
         raise EdgesegError("--int8-source ranges: no calibrated ranges given; build from the bundle (model.calib.json)")
 
     from edgeseg.runtime.trt.cuda import current, primary_context
 
-    with current(primary_context(device_index)):
-        serialized, details, seconds = _build(onnx_path, payload, plan, version, calib_cache, dynamic_ranges,
-                                              workspace_mib, timing_cache, dla_core, batch_range)  # fmt: skip
-    flags = {"workspace_mib": workspace_mib, "dla_core": dla_core, "strongly_typed": plan.strongly_typed,
-             "builder_flags": list(plan.builder_flags), "labels_int32": details["labels_int32"],
-             "timing_cache": str(timing_cache) if timing_cache else None,
-             "timing_cache_loaded": details["timing_cache_loaded"]}  # fmt: skip
-    manifest = engine_manifest(
-        facts=system_facts(device_index=device_index), onnx_path=onnx_path, onnx_sha256=onnx_sha256,
-        precision=precision, int8_source=plan.int8_source, inputs=details["inputs"], outputs=details["outputs"],
-        batch_range=details["batch_range"], build_flags=flags, build_seconds=seconds, onnx_metadata=properties,
-        extra=manifest_extra,
-    )  # fmt: skip
+    with current(primary_context(options.device_index)):
+        serialized, details, seconds = _build(onnx_path, payload, plan, version, options, int8)
+    manifest = engine_manifest(facts=system_facts(device_index=options.device_index), onnx_path=onnx_path,
+                               onnx_sha256=onnx_sha256, onnx_metadata=properties,
+                               engine=_built_engine(plan, options, details, seconds), extra=manifest_extra)  # fmt: skip
     write_bytes(engine_path, serialized)
     write_json(manifest_path(engine_path), manifest)
-    if timing_cache is not None:
-        write_bytes(timing_cache, details["timing_cache_bytes"])
+    if options.timing_cache is not None:
+        write_bytes(options.timing_cache, details["timing_cache_bytes"])
     print(f"built {engine_path} in {seconds:.1f} s", flush=True)
     return engine_path
 
 
-def _build(onnx_path: Path, payload: bytes, plan: BuildPlan, version: str, calib_cache: Optional[Path],
-           dynamic_ranges: Optional[Dict[str, float]], workspace_mib: int, timing_cache: Optional[Path],
-           dla_core: Optional[int], batch_range: Optional[Tuple[int, int, int]]) -> Tuple[bytes, Dict[str, Any], float]:  # fmt: skip
+def _built_engine(plan: BuildPlan, options: EngineOptions, details: Dict[str, Any], seconds: float) -> BuiltEngine:
+    """What the manifest records of the build: the engine's tensors, and the flags and options it was built with."""
+    flags = {"workspace_mib": options.workspace_mib, "dla_core": options.dla_core, "strongly_typed": plan.strongly_typed,
+             "builder_flags": list(plan.builder_flags), "labels_int32": details["labels_int32"],
+             "timing_cache": str(options.timing_cache) if options.timing_cache else None,
+             "timing_cache_loaded": details["timing_cache_loaded"]}  # fmt: skip
+    return BuiltEngine(precision=plan.precision, int8_source=plan.int8_source, inputs=details["inputs"],
+                       outputs=details["outputs"], batch_range=details["batch_range"], build_flags=flags,
+                       build_seconds=seconds)  # fmt: skip
+
+
+def _build(onnx_path: Path, payload: bytes, plan: BuildPlan, version: str, options: EngineOptions,
+           int8: Int8Scales) -> Tuple[bytes, Dict[str, Any], float]:  # fmt: skip
     """(serialized engine, what the manifest records, build seconds); the primary context is current."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    problem = dla_problem(dla_core, int(builder.num_DLA_cores))
+    problem = dla_problem(options.dla_core, int(builder.num_DLA_cores))
     if problem:
         raise EdgesegError(problem)
     network = builder.create_network(_network_flags(version, plan.strongly_typed))
@@ -283,16 +312,16 @@ def _build(onnx_path: Path, payload: bytes, plan: BuildPlan, version: str, calib
         raise EdgesegError(f"{onnx_path}: TensorRT {version}'s ONNX parser failed ({parser.num_errors} errors, "
                            f"first: {reason}); re-export it with `edgeseg export` (opset 17)")  # fmt: skip
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    batch_range, profile = _add_batch_profile(builder, network, config, batch_range, onnx_path)
-    calibrator = _set_precision(network, config, plan, version, calib_cache, dynamic_ranges)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    batch_range, profile = _add_batch_profile(builder, network, config, options.batch_range, onnx_path)
+    calibrator = _set_precision(network, config, plan, version, int8)
     if calibrator is not None and profile is not None:
         config.set_calibration_profile(profile)  # implicit INT8 with a dynamic batch asks for one, even from a cache
-    if dla_core is not None:
+    if options.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = dla_core
+        config.DLA_core = options.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    cache_loaded = _use_timing_cache(config, timing_cache)
+    cache_loaded = _use_timing_cache(config, options.timing_cache)
     monitor = _attach_progress_monitor(config, version)
     print(f"building a {plan.precision} engine from {onnx_path.name} (TensorRT {version}, "
           f"{'strongly' if plan.strongly_typed else 'weakly'} typed) ...", flush=True)  # fmt: skip
@@ -306,23 +335,23 @@ def _build(onnx_path: Path, payload: bytes, plan: BuildPlan, version: str, calib
     details = {
         "inputs": _io(network, "input"), "outputs": _io(network, "output"), "batch_range": batch_range,
         "labels_int32": patched is not None, "timing_cache_loaded": cache_loaded,
-        "timing_cache_bytes": _timing_cache_bytes(config) if timing_cache is not None else b"",
+        "timing_cache_bytes": _timing_cache_bytes(config) if options.timing_cache is not None else b"",
     }  # fmt: skip
     return bytes(serialized), details, seconds
 
 
-def _check_arguments(onnx_path: Path, precision: str, int8_source: Optional[str], calib_cache: Optional[Path],
-                     dynamic_ranges: Optional[Dict[str, float]], dla_core: Optional[int], workspace_mib: int) -> None:  # fmt: skip
+def _check_arguments(onnx_path: Path, precision: str, options: EngineOptions, int8: Int8Scales) -> None:
     if not onnx_path.is_file():
         raise EdgesegError(f"{onnx_path}: no such ONNX model; export one with `edgeseg export`")
-    _check_precisions([precision], int8_source)
-    source = _int8_source(precision, int8_source)
-    if source == "cache" and (calib_cache is None or not Path(calib_cache).is_file()):
-        raise EdgesegError(f"--int8-source cache: no calibration cache {calib_cache}; export with --precision int8 first")
+    _check_precisions([precision], int8.source)
+    source = _int8_source(precision, int8.source)
+    if source == "cache" and (int8.calib_cache is None or not Path(int8.calib_cache).is_file()):
+        raise EdgesegError(f"--int8-source cache: no calibration cache {int8.calib_cache}; export with --precision int8 first")
+    dla_core = options.dla_core
     if dla_core is not None and (dla_core < 0 or precision == "fp32"):
         raise EdgesegError(f"--dla-core {dla_core}: DLA runs fp16 or int8 engines on core 0 or 1; add --precision fp16")
-    if workspace_mib < 1:
-        raise EdgesegError(f"--workspace {workspace_mib}: give the builder's scratch memory in MiB, e.g. 1024")
+    if options.workspace_mib < 1:
+        raise EdgesegError(f"--workspace {options.workspace_mib}: give the builder's scratch memory in MiB, e.g. 1024")
 
 
 def _network_flags(version: str, strongly_typed: bool) -> int:
@@ -369,8 +398,7 @@ def _add_batch_profile(builder: "trt.Builder", network: "trt.INetworkDefinition"
 
 
 def _set_precision(network: "trt.INetworkDefinition", config: "trt.IBuilderConfig", plan: BuildPlan, version: str,
-                   calib_cache: Optional[Path], dynamic_ranges: Optional[Dict[str, float]],
-                   ) -> Optional["trt.IInt8EntropyCalibrator2"]:  # fmt: skip
+                   int8: Int8Scales) -> Optional["trt.IInt8EntropyCalibrator2"]:  # fmt: skip
     """Weak typing's builder flags (strongly typed networks take none); returns the calibrator, which must outlive the build."""
     import tensorrt as trt
 
@@ -381,11 +409,11 @@ def _set_precision(network: "trt.INetworkDefinition", config: "trt.IBuilderConfi
     if "INT8" not in plan.builder_flags:
         return None
     config.set_flag(trt.BuilderFlag.INT8)
-    if plan.int8_source == "ranges" and dynamic_ranges:
-        _apply_dynamic_ranges(network, dynamic_ranges)
-    elif plan.int8_source == "cache" and calib_cache is not None:
-        _check_cache_version(Path(calib_cache), version)
-        calibrator = _cache_calibrator(Path(calib_cache))
+    if plan.int8_source == "ranges" and int8.dynamic_ranges:
+        _apply_dynamic_ranges(network, int8.dynamic_ranges)
+    elif plan.int8_source == "cache" and int8.calib_cache is not None:
+        _check_cache_version(Path(int8.calib_cache), version)
+        calibrator = _cache_calibrator(Path(int8.calib_cache))
         config.int8_calibrator = calibrator
         return calibrator
     return None  # qdq: the scales are in the model
@@ -533,82 +561,73 @@ def _io(network: "trt.INetworkDefinition", kind: str) -> List[Dict[str, Any]]:
 
 
 # --- a bundle (or one ONNX) to engines -----------------------------------------------------------
-def build_bundle(
-    bundle_or_onnx: Path,
-    precisions: Optional[Sequence[str]] = None,
-    int8_source: Optional[str] = None,
-    workspace_mib: Optional[int] = None,
-    dla_core: Optional[int] = None,
-    timing_cache: Optional[Path] = None,
-    batch: Optional[int] = None,
-    dynamic_batch: Optional[int] = None,
-    out: Optional[Path] = None,
-    device_index: int = 0,
-    exist_ok: bool = False,
-) -> List[Path]:
-    """``edgeseg build``: engines for ``precisions`` from a bundle folder (defaults from its export.json) or one ONNX.
-    ``exist_ok``: replace engines built before (else they are refused before TensorRT is looked for)."""
+def build_bundle(bundle_or_onnx: Path, options: BuildOptions = BuildOptions()) -> List[Path]:
+    """``edgeseg build``: engines for ``options.precisions`` from a bundle folder (defaults from its export.json) or one ONNX."""
     path = Path(bundle_or_onnx)
     if path.is_file():
-        return _build_onnx(path, precisions, int8_source, workspace_mib, dla_core, timing_cache, batch, dynamic_batch,
-                           out, device_index, exist_ok)  # fmt: skip
+        return _build_onnx(path, options)
     from edgeseg.deploy.bundle import load_bundle
 
     bundle = load_bundle(path)
     defaults = bundle.build_defaults
-    wanted = list(precisions or defaults.get("precisions") or ["fp16"])
-    source = int8_source or defaults.get("int8_source") or "qdq"
-    workspace = int(workspace_mib or defaults.get("workspace_mib") or 1024)
-    core = dla_core if dla_core is not None else defaults.get("dla_core")
-    batch_range = _batch_range(batch, dynamic_batch, defaults)
+    wanted = list(options.precisions or defaults.get("precisions") or ["fp16"])
+    source = options.int8_source or defaults.get("int8_source") or "qdq"
+    settings = _engine_options(options, defaults)
     _check_precisions(wanted, source)
     _check_sources(bundle, wanted, source)  # an altered or missing file is found before TensorRT is even looked for
-    folder = Path(out) if out is not None else bundle.root
-    targets = _engine_targets(folder, bundle.path("fp32"), wanted, out, timing_cache, exist_ok)
+    folder = Path(options.out) if options.out is not None else bundle.root
+    targets = _engine_targets(folder, bundle.path("fp32"), wanted, options)
     version = require_tensorrt("edgeseg build")
-    plans = [plan_build(version, p, source, dla=core is not None) for p in wanted]  # every one-line error first
+    plans = [plan_build(version, p, source, dla=settings.dla_core is not None) for p in wanted]  # every one-line error first
     engines = []
     for plan, engine in zip(plans, targets):
         onnx = _source_onnx(bundle, plan)  # sha256-checked
-        cache = bundle.check_file("calib_cache") if plan.int8_source == "cache" else None
-        ranges = read_amax_ranges(bundle.check_file("calib_ranges")) if plan.int8_source == "ranges" else None
+        int8 = _bundle_int8_scales(bundle, plan)
         extra = {"bundle_checkpoint_sha256": bundle.manifest.get("checkpoint_sha256"),
                  "calibration_manifest_sha256": _calibration_sha256(bundle) if plan.precision == "int8" else None}  # fmt: skip
-        engines.append(build_engine(onnx, engine, plan.precision, int8_source=plan.int8_source, calib_cache=cache,
-                                    dynamic_ranges=ranges, workspace_mib=workspace, timing_cache=timing_cache,
-                                    dla_core=core, batch_range=batch_range, manifest_extra=extra,
-                                    device_index=device_index))  # fmt: skip
+        engines.append(build_engine(onnx, engine, plan.precision, settings, int8, manifest_extra=extra))
     return engines
 
 
-def _build_onnx(onnx: Path, precisions: Optional[Sequence[str]], int8_source: Optional[str],
-                workspace_mib: Optional[int], dla_core: Optional[int], timing_cache: Optional[Path],
-                batch: Optional[int], dynamic_batch: Optional[int], out: Optional[Path], device_index: int,
-                exist_ok: bool) -> List[Path]:  # fmt: skip
+def _build_onnx(onnx: Path, options: BuildOptions) -> List[Path]:
     """One ONNX model (sha256-checked when it lies in a bundle); cache and ranges come only with a bundle."""
     if onnx.suffix.lower() != ".onnx":
         raise EdgesegError(f"{onnx}: not an ONNX model; pass a bundle folder (the --out of `edgeseg export`) or a .onnx")
     _check_in_bundle(onnx)
-    if int8_source in ("cache", "ranges"):
-        raise EdgesegError(f"--int8-source {int8_source}: needs the bundle's calibration files; pass the bundle folder")
-    engines = []
-    folder = Path(out) if out is not None else onnx.parent
-    wanted = list(precisions or ["fp16"])
-    for precision, engine in zip(wanted, _engine_targets(folder, onnx, wanted, out, timing_cache, exist_ok)):
-        engines.append(build_engine(onnx, engine, precision, int8_source=int8_source, workspace_mib=workspace_mib or 1024,
-                                    timing_cache=timing_cache, dla_core=dla_core,
-                                    batch_range=_batch_range(batch, dynamic_batch, {}), device_index=device_index))  # fmt: skip
-    return engines
+    if options.int8_source in ("cache", "ranges"):
+        raise EdgesegError(f"--int8-source {options.int8_source}: needs the bundle's calibration files; pass the bundle folder")
+    folder = Path(options.out) if options.out is not None else onnx.parent
+    wanted = list(options.precisions or ["fp16"])
+    targets = _engine_targets(folder, onnx, wanted, options)
+    settings, int8 = _engine_options(options, {}), Int8Scales(options.int8_source)
+    return [build_engine(onnx, engine, precision, settings, int8) for precision, engine in zip(wanted, targets)]
 
 
-def _engine_targets(folder: Path, onnx: Path, precisions: Sequence[str], out: Optional[Path],
-                    timing_cache: Optional[Path], exist_ok: bool) -> List[Path]:  # fmt: skip
+def _engine_options(options: BuildOptions, defaults: Dict[str, Any]) -> EngineOptions:
+    """The builder's settings: each option given, else the bundle's build default, else the built-in one."""
+    return EngineOptions(
+        workspace_mib=int(options.workspace_mib or defaults.get("workspace_mib") or 1024),
+        timing_cache=options.timing_cache,
+        dla_core=options.dla_core if options.dla_core is not None else defaults.get("dla_core"),
+        batch_range=_batch_range(options.batch, options.dynamic_batch, defaults),
+        device_index=options.device_index,
+    )
+
+
+def _bundle_int8_scales(bundle: "Bundle", plan: BuildPlan) -> Int8Scales:
+    """The bundle's calibration cache or ranges when ``plan`` takes INT8 from them (sha256-checked)."""
+    cache = bundle.check_file("calib_cache") if plan.int8_source == "cache" else None
+    ranges = read_amax_ranges(bundle.check_file("calib_ranges")) if plan.int8_source == "ranges" else None
+    return Int8Scales(plan.int8_source, cache, ranges)
+
+
+def _engine_targets(folder: Path, onnx: Path, precisions: Sequence[str], options: BuildOptions) -> List[Path]:
     """The engine of each precision, ``<stem>.<precision>.engine`` in ``folder``, with its manifest refused
-    (before any work) when it exists and ``exist_ok`` is not given."""
+    (before any work) when it exists and ``options.exist_ok`` is not given."""
     engines = [folder / f"{_stem(onnx)}.{precision}.engine" for precision in precisions]
     written = [path for engine in engines for path in (engine, manifest_path(engine))]
-    check_outputs({"--out" if out is not None else "engine": written}, exist_ok,
-                  inputs={"ONNX": onnx, "--timing-cache": timing_cache})  # fmt: skip
+    check_outputs({"--out" if options.out is not None else "engine": written}, options.exist_ok,
+                  inputs={"ONNX": onnx, "--timing-cache": options.timing_cache})  # fmt: skip
     return engines
 
 

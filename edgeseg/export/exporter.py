@@ -516,11 +516,13 @@ def _engine_precisions(opts: ExportOptions) -> list[str]:
 
 def _build_engines(out_dir: Path, opts: ExportOptions) -> dict[str, Path]:
     """The engines of ``--engine``, built by the same function as `edgeseg build OUT` (beside the bundle's ONNX)."""
-    from edgeseg.deploy.build import build_bundle
+    from edgeseg.deploy.build import BuildOptions, build_bundle
 
-    engines = build_bundle(out_dir, _engine_precisions(opts), opts.int8_source, opts.workspace_mib, opts.dla_core,
-                           Path(opts.timing_cache) if opts.timing_cache else None,
+    options = BuildOptions(precisions=_engine_precisions(opts), int8_source=opts.int8_source,
+                           workspace_mib=opts.workspace_mib, dla_core=opts.dla_core,
+                           timing_cache=Path(opts.timing_cache) if opts.timing_cache else None,
                            dynamic_batch=opts.dynamic_batch or None)  # fmt: skip
+    engines = build_bundle(out_dir, options)
     return {f"{engine.name.split('.')[-2]}_engine": engine for engine in engines}
 
 

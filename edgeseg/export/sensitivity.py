@@ -15,6 +15,7 @@ Scored on the TensorRT form (symmetric activations), the stricter of the two INT
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgeseg.data import SegmentationData, resolve_dataset
@@ -28,6 +29,16 @@ RANKING_IMAGES = 8
 MAX_LAYERS = 8
 
 
+@dataclass(frozen=True)
+class SearchLimits:
+    """How far the search goes: the images it scores, the layers it ranks and how many it keeps in float."""
+
+    slice_images: int = SLICE_IMAGES  # the last images of the training split, scored against ground truth
+    ranking_images: int = RANKING_IMAGES  # the first of those, scored against FP32's predictions to rank layers
+    max_layers: int = MAX_LAYERS  # kept in float at most
+    max_candidates: int | None = None  # Convs ranked at most (None: every one)
+
+
 def keep_sensitive_layers(
     fp32: Path,
     ranges_path: Path,
@@ -35,13 +46,13 @@ def keep_sensitive_layers(
     max_drop_points: float,
     already_kept: list[str],
     work_dir: Path,
-    slice_images: int = SLICE_IMAGES,
-    max_layers: int = MAX_LAYERS,
-    max_candidates: int | None = None,
-    ranking_images: int = RANKING_IMAGES,
+    limits: SearchLimits = SearchLimits(),
 ) -> dict:
+    """Keep Convs in float one at a time (on top of ``already_kept``) until INT8's mIoU is within ``max_drop_points``
+    of FP32's; returns the ranking, the layers kept and the scores, as export.json records them (``sensitivity``)."""
     dataset = SegmentationData(resolve_dataset(data), "train")
-    dataset.pairs = dataset.pairs[-slice_images:]
+    dataset.pairs = dataset.pairs[-limits.slice_images:]
+    ranking_images = limits.ranking_images
     with scratch_dir(Path(work_dir), "sensitivity") as scratch:
         score = _Scorer(fp32, ranges_path, dataset, scratch, ranking_images)
         kept = list(already_kept)
@@ -52,9 +63,9 @@ def keep_sensitive_layers(
             return {**report, "layers": [], "kept_in_float": [], "int8_miou_after": before, "met": True}
         baseline = score.against_fp32(score.int8(kept))
         ranked = sorted(((score.against_fp32(score.int8(kept + [node])) - baseline, node)
-                         for node in score.conv_nodes(kept)[:max_candidates]), reverse=True)  # fmt: skip
+                         for node in score.conv_nodes(kept)[:limits.max_candidates]), reverse=True)  # fmt: skip
         added, after = [], before
-        for gain, node in ranked[:max_layers]:
+        for gain, node in ranked[:limits.max_layers]:
             if _drop(fp32_miou, after) <= max_drop_points:
                 break
             added.append(node)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -86,39 +87,46 @@ def _jetpack_version() -> str | None:
     return version.split("-")[0] if version else None
 
 
-__all__ = ["check_engine_manifest", "engine_manifest", "l4t_release", "manifest_mismatches", "manifest_path", "system_facts"]
+__all__ = ["BuiltEngine", "check_engine_manifest", "engine_manifest", "l4t_release", "manifest_mismatches", "manifest_path", "system_facts"]
 
 
 # --- the manifest -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuiltEngine:
+    """What one build made: the engine's precision and INT8 source, its tensors, batch range, flags and seconds."""
+
+    precision: str
+    int8_source: str | None
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    batch_range: tuple[int, int, int] | None
+    build_flags: dict[str, Any]
+    build_seconds: float
+
+
 def engine_manifest(
     *,
     facts: dict[str, Any],
     onnx_path: Path,
     onnx_sha256: str,
-    precision: str,
-    int8_source: str | None,
-    inputs: list[dict[str, Any]],
-    outputs: list[dict[str, Any]],
-    batch_range: tuple[int, int, int] | None,
-    build_flags: dict[str, Any],
-    build_seconds: float,
     onnx_metadata: dict[str, str],
+    engine: BuiltEngine,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of one built engine; ``extra`` (from export) is merged in last."""
+    """The manifest of ``engine``, built from ``onnx_path`` on the system of ``facts``; ``extra`` is merged in last."""
     manifest = {
         "edgeseg_version": __version__,
         **{key: facts.get(key) for key in FACT_KEYS},
         "onnx": Path(onnx_path).name,
         "onnx_sha256": onnx_sha256,
-        "precision": precision,
-        "int8_source": int8_source,
+        "precision": engine.precision,
+        "int8_source": engine.int8_source,
         "calibration_manifest_sha256": None,
-        "inputs": inputs,
-        "outputs": outputs,
-        "batch_range": list(batch_range) if batch_range else None,
-        "build_flags": build_flags,
-        "build_seconds": round(build_seconds, 2),
+        "inputs": engine.inputs,
+        "outputs": engine.outputs,
+        "batch_range": list(engine.batch_range) if engine.batch_range else None,
+        "build_flags": engine.build_flags,
+        "build_seconds": round(engine.build_seconds, 2),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "onnx_metadata": onnx_metadata,
     }
