@@ -114,18 +114,24 @@ def test_export_report_in_chromium_from_file_with_no_network(browser, int8_bundl
 
 
 def test_report_shows_bench_results_put_in_the_bundle(int8_bundle, camvid, tmp_path):
+    """``bench`` writes bench-<time>.json into the bundle by default; the export page and ``verify --report`` show it."""
     from edgeseg.data import resolve_dataset
     from edgeseg.report import Legend, export_page
 
     bundle = shutil.copytree(int8_bundle, tmp_path / "bundle")
     done = run_cli("bench", bundle / "model.fp32.onnx", bundle / "model.int8.onnx", "--iters", "3", "--warmup", "1",
-                   "--threads", "1", "--json", bundle / "bench.json")  # fmt: skip
+                   "--threads", "1")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    [written] = bundle.glob("bench-*.json")
+    results = json.loads(written.read_text())["results"]
+    expected = [f"{r['latency_ms']['mean']:.2f}" for r in results]
     spec = resolve_dataset(f"camvid:{camvid}")
-    page = Tables(export_page(bundle, Legend(spec.classes, spec.palette)).render())
-    latency = _rows(page, "latency")
-    results = json.loads((bundle / "bench.json").read_text())["results"]
-    assert [latency[r["model"].split("/")[-1]][4] for r in results] == [f"{r['latency_ms']['mean']:.2f}" for r in results]
+    latency = _rows(Tables(export_page(bundle, Legend(spec.classes, spec.palette)).render()), "latency")
+    assert [latency[r["model"].split("/")[-1]][4] for r in results] == expected
+    verified = run_cli("verify", bundle / "model.int8.onnx", "--threads", "1", "--report", tmp_path / "verify.html")
+    assert verified.returncode == 0, verified.stderr[-2000:]
+    latency = _rows(Tables((tmp_path / "verify.html").read_text()), "latency")
+    assert [latency[r["model"].split("/")[-1]][4] for r in results] == expected
 
 
 def test_verify_report(int8_bundle, browser, tmp_path):

@@ -19,7 +19,8 @@ from edgeseg.report import svg
 from edgeseg.report.html import Page, class_legend, esc, hex_colours, image, percent, points, table, verdict
 
 REFERENCE_SERIES = "PyTorch reference"
-BENCH_FILES = ("bench.json", "bench/bench.json")  # `edgeseg bench --json BUNDLE/bench.json` puts its results here
+# where `edgeseg bench` results sit in a bundle: its default bench-<time>.json beside the model, or --json BUNDLE/bench.json
+BENCH_FILES = ("bench.json", "bench/bench.json", "bench-*.json")
 
 
 @dataclass
@@ -167,8 +168,11 @@ def _worst_section(worst: Sequence[WorstImage]) -> str:
 
 
 def _bench_results(bundle_dir: Path) -> List[dict]:
-    for name in BENCH_FILES:
-        data = _read_json(bundle_dir / name)
+    """The newest ``edgeseg bench`` results in the bundle, or none."""
+    candidates = sorted((path for pattern in BENCH_FILES for path in bundle_dir.glob(pattern)),
+                        key=lambda path: path.stat().st_mtime, reverse=True)  # fmt: skip
+    for path in candidates:
+        data = _read_json(path)
         if data and isinstance(data.get("results"), list):
             return data["results"]
     return []
@@ -287,6 +291,9 @@ def verify_page(models: Sequence[VerifiedModel], manifest: Dict[str, Any], legen
                  svg.confusion(item.confusion, legend.classes, "reference", "deployed model"))  # fmt: skip
         if item.worst:
             page.add("The least agreeing images" + name, _worst_section(item.worst))
+    bench = _bench_results(Path(first["bundle"])) if first.get("bundle") else []
+    if bench:
+        page.add("Latency", _bench_table(bench))
     page.add("Environment", _machine())
     return page
 
