@@ -82,7 +82,7 @@ def main() -> None:
 
 def one_run(model: Path, clip: Path, work: Path, threads: int, frames: int, viewers: int, stalled: bool, name: str) -> dict:
     """One `edgeseg run` in this process, with ``viewers`` clients in another process."""
-    from edgeseg.video import run_video
+    from edgeseg.video import RunOptions, run_session
 
     sinks = [str(work / "out.mp4")]
     port = free_port()
@@ -92,7 +92,7 @@ def one_run(model: Path, clip: Path, work: Path, threads: int, frames: int, view
         if viewers:
             command = [sys.executable, __file__, "--viewers", str(port), str(viewers), "stalled" if stalled else "reading"]
             watching = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    stats = run_video(model, str(clip), sinks, threads=threads, exist_ok=True, loop=True, max_frames=frames)
+    stats = run_session(model, str(clip), sinks, RunOptions(threads=threads, exist_ok=True, loop=True, max_frames=frames))
     seen = json.loads(watching.communicate(timeout=60)[0]) if watching is not None else []
     return {"fps": stats["fps"], "dropped": stats["dropped"], "frames_seen": seen}
 

@@ -49,7 +49,7 @@ def main() -> None:
         if not path.is_file():
             raise SystemExit(f"error: {path} is missing; run scripts/main_job.sh (or edgeseg export) first")
 
-    from edgeseg.video import run_video
+    from edgeseg.video import RunOptions, run_session
 
     seed_fps: list[float] = []
     run_fps: dict[str, list[float]] = {str(m): [] for m in args.model}
@@ -57,7 +57,8 @@ def main() -> None:
         for _ in range(args.rounds):  # alternate, so that a change in the machine's load hits both sides
             seed_fps.append(seed_video_mode(args.checkpoint, args.clip, Path(work) / "seed.avi", args.threads))
             for model in args.model:
-                report = run_video(model, str(args.clip), [str(Path(work) / "run.mp4")], threads=args.threads, exist_ok=True)
+                options = RunOptions(threads=args.threads, exist_ok=True)
+                report = run_session(model, str(args.clip), [str(Path(work) / "run.mp4")], options)
                 run_fps[model].append(report["fps"])
     seed = statistics.median(seed_fps)
     rows = [{"model": shown(Path(m)), "run_fps": fps, "ratio": statistics.median(fps) / seed} for m, fps in run_fps.items()]

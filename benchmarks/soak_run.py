@@ -4,7 +4,7 @@
     python benchmarks/soak_run.py --ort-only [--frames 10000]     # ONNX Runtime alone, allocator variants
 
 The run: a 30-frame clip of CamVid val frames at 160x120 (generated), looped with --loop and
---max-frames through `run_video` (the body of `edgeseg run`), one backend thread. The model is,
+--max-frames through `run_session` (the body of `edgeseg run`), one backend thread. The model is,
 unless --model names one, an untrained MobileNetV2-DeepLabv3+ at 96x128 exported to FP32 ONNX
 (the same architecture and graph as the reference model, at a size that keeps the soak short on
 a shared 2-core CPU; memory per frame does not depend on the weights). RSS is read every 100
@@ -110,7 +110,7 @@ def make_clip(camvid: Path, out: Path, frames: int = 30) -> Path:
 
 
 class Sampler:
-    """Called by run_video after every frame: RSS samples, tracemalloc from the warm-up on."""
+    """Called by the run after every frame: RSS samples, tracemalloc from the warm-up on."""
 
     def __init__(self, frames: int) -> None:
         self.frames, self.warm = frames, frames // 10
@@ -145,12 +145,12 @@ class Sampler:
 
 
 def soak(model: Path, clip: Path, out: Path, frames: int, segment_seconds: float | None = None) -> dict:
-    from edgeseg.video import run_video
+    from edgeseg.video import RunOptions, run_session
 
     sampler = Sampler(frames)
     started = time.perf_counter()
-    report = run_video(model, str(clip), [str(out)], loop=True, max_frames=frames, threads=1, exist_ok=True,
-                       on_frame=sampler, segment_seconds=segment_seconds)  # fmt: skip
+    options = RunOptions(loop=True, max_frames=frames, threads=1, exist_ok=True, on_frame=sampler, segment_seconds=segment_seconds)
+    report = run_session(model, str(clip), [str(out)], options)
     seconds = time.perf_counter() - started
     tracemalloc.stop()
     after = frames - sampler.warm
@@ -279,7 +279,7 @@ def render(runs: list[dict], ort: dict | None, containers: dict | None = None) -
         sites += [[report["out_kind"], f"`{s['site'].replace(str(ROOT) + '/', '')}`", s["size_diff_bytes"], s["count_diff"]]
                   for s in run["top_python_sites"][:5]]  # fmt: skip
     if runs:
-        lines += [f"A 30-frame 160x120 clip looped through `run_video` (the body of `edgeseg run`; {setup['model']}, "
+        lines += [f"A 30-frame 160x120 clip looped through `run_session` (the body of `edgeseg run`; {setup['model']}, "
                   "1 backend thread); RSS sampled every 100 frames, growth from 10 % of the frames on.", "",
                   markdown_table(["frames, output", "FPS", "RSS at 10 %", "50 %", "100 %", "RSS B/frame, 10 % to 100 %",
                                   "RSS B/frame, median slope", "Python B/frame (tracemalloc, median slope)",

@@ -73,7 +73,7 @@ def default_clip() -> Path:
 
 def measure(model: Path, clip: Path, work: Path, threads: int, rounds: int, iters: int, stage_frames: int) -> dict:
     """Alternate bare-model and `edgeseg run` rounds with the same threads, then the stage breakdown."""
-    from edgeseg.video import run_video
+    from edgeseg.video import RunOptions, run_session
 
     spinning, sleeping, streamed, run_fps, one_stream_fps, runs, cut = [], [], [], [], [], [], []
     for _ in range(rounds):
@@ -82,11 +82,11 @@ def measure(model: Path, clip: Path, work: Path, threads: int, rounds: int, iter
         cut.append(max(bare_model_fps(model, threads, spin=spin, iters=iters, cut=True) for spin in (True, False)))
         streamed.append(bare_streams_fps(model, threads, iters=iters))
         threads_cpu = ThreadCpu()
-        stats = run_video(model, str(clip), [str(work / "out.mp4")], threads=threads, exist_ok=True,
-                          on_frame=threads_cpu.sample)  # fmt: skip
+        stats = run_session(model, str(clip), [str(work / "out.mp4")],
+                            RunOptions(threads=threads, exist_ok=True, on_frame=threads_cpu.sample))
         run_fps.append(stats["fps"])
         runs.append({**stats, "thread_cpu_ms_per_frame": threads_cpu.per_frame(stats["processed"])})
-        one = run_video(model, str(clip), [str(work / "out.mp4")], threads=threads, streams=1, exist_ok=True)
+        one = run_session(model, str(clip), [str(work / "out.mp4")], RunOptions(threads=threads, streams=1, exist_ok=True))
         one_stream_fps.append(one["fps"])
     model_only = [max(pair) for pair in zip(spinning, sleeping)]
     best_bare = [max(pair) for pair in zip(model_only, streamed)]
@@ -121,7 +121,7 @@ def bare_streams_fps(model: Path, threads: int, iters: int = 60) -> float:
     """Frames per second of the model alone as `edgeseg run` uses it on a file: ``auto_streams`` copies
     of it at the same time, each on its share of the threads (`edgeseg bench --model-only --streams`)."""
     from edgeseg.deploy.bench import BenchOptions, benchmark_models
-    from edgeseg.video.pipeline import auto_streams
+    from edgeseg.video.session import auto_streams
 
     streams = auto_streams(True, False, threads)
     result = benchmark_models([model], BenchOptions(iters=iters, warmup=3, threads=threads, model_only=True, streams=streams))
@@ -138,7 +138,7 @@ class ThreadCpu:
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     def sample(self, stats) -> None:
-        """Called by run_video after each written frame: every 10th frame, read every thread's CPU time."""
+        """Called by the run after each written frame: every 10th frame, read every thread's CPU time."""
         tasks = Path("/proc/self/task")
         if stats.processed % 10 or not tasks.is_dir():
             return
@@ -172,8 +172,8 @@ def stage_breakdown(model: Path, clip: Path, work: Path, threads: int, frames: i
     from edgeseg.runtime import Segmenter
     from edgeseg.runtime.preprocess import labels_to_source
     from edgeseg.runtime.labels import to_labels
-    from edgeseg.video import open_sink, open_source
-    from edgeseg.video.pipeline import _opencv_threads
+    from edgeseg.video import SourceOptions, open_sink, open_source
+    from edgeseg.video.threads import opencv_threads
     from edgeseg.video.render import Renderer, _text
 
     times: dict[str, list[tuple[float, float]]] = {}
@@ -184,10 +184,10 @@ def stage_breakdown(model: Path, clip: Path, work: Path, threads: int, frames: i
         times.setdefault(stage, []).append((1000 * (time.perf_counter() - wall), 1000 * (_cpu_seconds() - cpu)))
         return value
 
-    with Segmenter.load(model, threads=threads, spin=False) as segmenter, _opencv_threads(0):
+    with Segmenter.load(model, threads=threads, spin=False) as segmenter, opencv_threads(0):
         overlay = Renderer(segmenter.meta, legend=False, hud=False)
         legend = Renderer(segmenter.meta)
-        source = open_source(str(clip), loop=True, decode_threads=1)  # as edgeseg run on a CPU
+        source = open_source(str(clip), SourceOptions(loop=True, decode_threads=1))  # as edgeseg run on a CPU
         labels_out = segmenter.backend.output_kind == "labels"  # argmax inside the model
         size = segmenter.meta.input_size
         sink = open_sink(str(work / "stages.mp4"), source.fps, exist_ok=True)

@@ -82,10 +82,10 @@ def test_the_end_of_the_input_exits_0(model, clip, tmp_path):
 
 
 def test_signal_handlers_are_restored_after_the_run(model, clip, tmp_path):
-    from edgeseg.video import run_video
+    from edgeseg.video import RunOptions, run_session
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    run_video(model, str(clip), [str(tmp_path / "f")], max_frames=2, hud=False)
+    run_session(model, str(clip), [str(tmp_path / "f")], RunOptions(max_frames=2, hud=False))
     assert {s: signal.getsignal(s) for s in before} == before
 
 

@@ -16,8 +16,8 @@ import pytest
 from conftest import CLIP_FRAMES, ROOT, decoded_frames
 from edgeseg.core.errors import EdgesegError
 from edgeseg.runtime import Segmenter
-from edgeseg.video import run_video
-from edgeseg.video.pipeline import HELPER_NICENESS
+from edgeseg.video import RunOptions, run_session
+from edgeseg.video.threads import HELPER_NICENESS
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +170,31 @@ def test_run_goes_through_submit_and_collect(model, camvid_clip, tmp_path, monke
 
     monkeypatch.setattr(Segmenter, "submit", counting_submit)
     monkeypatch.setattr(Segmenter, "collect", counting_collect)
-    stats = run_video(model, str(camvid_clip), [str(tmp_path / "out.mp4")], legend=False, hud=False)
+    stats = run_session(model, str(camvid_clip), [str(tmp_path / "out.mp4")], RunOptions(legend=False, hud=False))
     assert stats["processed"] == CLIP_FRAMES
     assert calls == {"submit": CLIP_FRAMES, "collect": CLIP_FRAMES}
 
 
+def test_run_video_takes_a_source_a_segmenter_and_sinks_opened_by_the_caller(model, camvid_clip, tmp_path):
+    """The loop without names (what run_session opens, opened here): it closes the sinks, not the source or model."""
+    from edgeseg.video import SourceOptions, open_sink, open_source, run_video
+
+    source = open_source(str(camvid_clip), SourceOptions(width=240, height=180))
+    sinks = [open_sink(str(tmp_path / "out.avi"), source.fps), open_sink(str(tmp_path / "frames"), source.fps)]
+    with Segmenter.load(model, threads=1) as segmenter:
+        stats = run_video(source, segmenter, sinks, RunOptions(max_frames=5, hud=False))
+        assert segmenter.segment(np.zeros((8, 8, 3), np.uint8)).shape == (8, 8), "the model is still open"
+    assert source.read() is not None, "the source is still open"
+    source.close()
+    assert (stats.frames_in, stats.processed, stats.dropped, stats.stopped_by) == (5, 5, 0, "end of input")
+    written = decoded_frames(tmp_path / "out.avi")
+    assert len(written) == 5 and written[0].shape == (180, 240, 3)
+    assert len(list((tmp_path / "frames").glob("frame_*.png"))) == 5
+
+
 def test_a_file_runs_on_two_streams_with_the_same_frames_in_the_same_order(model, camvid_clip, tmp_path):
-    one = run_video(model, str(camvid_clip), [str(tmp_path / "one.mp4")], threads=2, streams=1, hud=False)
-    auto = run_video(model, str(camvid_clip), [str(tmp_path / "auto.mp4")], threads=2, hud=False)
+    one = run_session(model, str(camvid_clip), [str(tmp_path / "one.mp4")], RunOptions(threads=2, streams=1, hud=False))
+    auto = run_session(model, str(camvid_clip), [str(tmp_path / "auto.mp4")], RunOptions(threads=2, hud=False))
     assert (one["streams"], auto["streams"]) == (1, 2), "a file on 2 CPU threads gets 2 streams by default"
     frames_one, frames_auto = decoded_frames(tmp_path / "one.mp4"), decoded_frames(tmp_path / "auto.mp4")
     assert len(frames_one) == len(frames_auto) == CLIP_FRAMES
@@ -197,7 +214,7 @@ def test_where_a_model_runs_is_known_before_it_opens(model):
 @pytest.mark.parametrize(("options", "streams"), [({"threads": 1}, 1), ({"threads": 2, "realtime": True}, 1),
                                                   ({"threads": 4, "streams": 3}, 3)])  # fmt: skip
 def test_one_stream_for_a_paced_source_or_one_thread_unless_asked(model, camvid_clip, tmp_path, options, streams):
-    report = run_video(model, str(camvid_clip), [str(tmp_path / "out.mp4")], max_frames=4, **options)
+    report = run_session(model, str(camvid_clip), [str(tmp_path / "out.mp4")], RunOptions(max_frames=4, **options))
     assert report["streams"] == streams and report["processed"] >= 1
 
 
@@ -217,7 +234,7 @@ def test_helper_threads_run_below_the_model_and_opencv_threads_come_back(model, 
         seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, thread)))
 
     before = cv2.getNumThreads()
-    run_video(model, str(camvid_clip), [str(tmp_path / "out.mp4")], max_frames=3, on_frame=on_frame)
+    run_session(model, str(camvid_clip), [str(tmp_path / "out.mp4")], RunOptions(max_frames=3, on_frame=on_frame))
     main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert seen and all(name == "writer" for name, _ in seen)
     assert all(nice == min(19, main_nice + HELPER_NICENESS) for _, nice in seen), (seen, main_nice)
@@ -235,7 +252,7 @@ def test_a_write_failure_in_the_writer_thread_stops_the_run_in_one_line(model, c
             folder.write_text("not a folder any more")  # the next frame cannot be written
 
     with pytest.raises(EdgesegError) as info:
-        run_video(model, str(camvid_clip), [str(folder), str(tmp_path / "out.mp4")], on_frame=lose_the_folder)
+        run_session(model, str(camvid_clip), [str(folder), str(tmp_path / "out.mp4")], RunOptions(on_frame=lose_the_folder))
     message = str(info.value)
     assert "\n" not in message and f"--out {folder}" in message and "writing frame 4 failed" in message
     assert not (tmp_path / "out.mp4").exists() or cv2.VideoCapture(str(tmp_path / "out.mp4")).isOpened()
@@ -263,7 +280,7 @@ def test_the_legend_counts_every_class_present_even_a_single_pixel():
 
 def test_the_heads_up_line_shows_no_figure_before_it_is_measured():
     """The first frames said "0.0 FPS": a rate needs two frames out, a capture-to-display time one."""
-    from edgeseg.video.pipeline import RunStats, hud_text
+    from edgeseg.video.stats import RunStats, hud_text
 
     stats = RunStats()
     stats.model_ms.add(41.0)  # the first frame's model time is known when it is drawn

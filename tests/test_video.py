@@ -20,7 +20,7 @@ from PIL import Image
 from conftest import CLIP_FRAMES, ROOT, assert_one_line_error, decoded_frames, run_cli, wait_for
 from edgeseg.core.errors import EdgesegError
 from edgeseg.runtime import Segmenter
-from edgeseg.video import run_video
+from edgeseg.video import RunOptions, run_session
 from edgeseg.video.render import Renderer
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (Debian package) is needed to serve a stream")
@@ -37,7 +37,7 @@ def clip(camvid_clip):
 
 
 def test_clip_to_folder_and_mp4_keeps_every_frame_and_the_overlay_colours(model, clip, tmp_path):
-    stats = run_video(model, str(clip), [str(tmp_path / "frames"), str(tmp_path / "out.mp4")], legend=False, hud=False)
+    stats = run_session(model, str(clip), [str(tmp_path / "frames"), str(tmp_path / "out.mp4")], RunOptions(legend=False, hud=False))
     assert stats["frames_in"] == stats["processed"] == CLIP_FRAMES and stats["dropped"] == 0
     written = sorted((tmp_path / "frames").glob("*.png"))
     assert len(written) == CLIP_FRAMES
@@ -212,16 +212,16 @@ def test_window_without_a_screen_is_one_line(model, clip):
 
 
 def test_realtime_paces_a_file_and_drops_frames_like_a_camera(model, clip, tmp_path):
-    stats = run_video(model, str(clip), [str(tmp_path / "frames")], realtime=True, fps=1000, legend=False, hud=False)
+    stats = run_session(model, str(clip), [str(tmp_path / "frames")], RunOptions(realtime=True, fps=1000, legend=False, hud=False))
     assert stats["frames_in"] == CLIP_FRAMES and stats["dropped"] > 0
     assert stats["processed"] + stats["dropped"] == CLIP_FRAMES
     assert len(list((tmp_path / "frames").glob("*.png"))) == stats["processed"]
 
 
 def test_file_sinks_open_at_a_known_size_and_leave_nothing_when_empty(clip, tmp_path):
-    from edgeseg.video import open_sink, open_source
+    from edgeseg.video import SourceOptions, open_sink, open_source
 
-    source = open_source(str(clip), width=240, height=180)
+    source = open_source(str(clip), SourceOptions(width=240, height=180))
     sink = open_sink(str(tmp_path / "small.avi"), source.fps, (240, 180))  # size known: the file opens at once
     assert list(tmp_path.glob(".small.avi.*partial*")), "a sink given its size opens before the first frame"
     while (frame := source.read()) is not None:

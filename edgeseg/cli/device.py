@@ -186,7 +186,7 @@ def run_(
     Exit code: 0 at the end of the input, on q or --max-frames; 130 SIGINT, 143 SIGTERM, 129 SIGHUP;
     2 for an error (a write failure included: then no file is left under the output's name).
     """
-    from edgeseg.video import exit_code, run_video
+    from edgeseg.video import RunOptions, exit_code, run_session
 
     if (camera is None) == (source is None):
         raise EdgesegError("edgeseg run: pass exactly one of --camera N or --source URI")
@@ -195,10 +195,11 @@ def run_(
                   own_rules={"--out"})  # the sinks judge an existing --out themselves (segments, frame folders)
     if show or (show is None and not sinks):
         sinks.append("display://")
-    report = run_video(model, str(camera) if camera is not None else source, sinks, backend=backend, device=device,
-                       threads=threads, streams=streams, mode=mode, alpha=alpha, legend=legend, hud=hud, ignore_classes=ignore_class or (),
-                       realtime=realtime, loop=loop, width=width, height=height, fps=fps, max_frames=max_frames,
-                       reconnect_attempts=reconnect, stats_json=json_path, exist_ok=exist_ok, segment_seconds=segment)  # fmt: skip
+    options = RunOptions(backend=backend, device=device, threads=threads, streams=streams, width=width, height=height,
+                         fps=fps, loop=loop, exist_ok=exist_ok, segment_seconds=segment, stats_json=json_path, mode=mode,
+                         alpha=alpha, legend=legend, hud=hud, ignore_classes=ignore_class or (), realtime=realtime,
+                         max_frames=max_frames, reconnect_attempts=reconnect)  # fmt: skip
+    report = run_session(model, str(camera) if camera is not None else source, sinks, options)
     code = exit_code(report)
     if code and code != 130:  # 130 (SIGINT): the entry point says "interrupted" itself
         typer.echo(f"interrupted ({report['stopped_by']})", err=True)

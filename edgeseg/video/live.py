@@ -16,7 +16,7 @@ one and JPEG-encodes it if no other viewer has yet, so each frame is encoded at 
 while someone watches. A viewer that stalls skips frames instead of queueing them; after
 SEND_TIMEOUT_S without progress it is dropped. At most ``clients`` streams at once (4 unless the
 URI says ``?clients=N``); past it /stream.mjpg answers 503. The server's threads run at the
-helpers' lower priority (see pipeline.py), so the frames they encode come from the model's idle moments.
+helpers' lower priority (see threads.py), so the frames they encode come from the model's idle moments.
 
 Safe by default:
 - no host, ``localhost``, ``127.0.0.1`` or ``[::1]``: it listens on loopback only and answers only
@@ -55,6 +55,7 @@ import numpy as np
 
 from edgeseg.core.errors import EdgesegError
 from edgeseg.video.sinks import VideoSink
+from edgeseg.video.threads import HELPER_NICENESS, lower_priority
 
 DEFAULT_PORT = 8080
 DEFAULT_CLIENTS = 4
@@ -115,6 +116,11 @@ def _bind_failure(uri: str, err: OSError) -> str:
     return f"--out {uri}: cannot listen there ({reason}); choose another port, or an address of this machine"
 
 
+def is_live_uri(uri: str) -> bool:
+    """``http://HOST:PORT``: the live view in a browser."""
+    return uri.lower().startswith("http://")
+
+
 def check_live(uri: str) -> None:
     """The address parses and can be listened on (``check_output`` for a live view)."""
     LiveAddress(uri).check_free()
@@ -170,7 +176,7 @@ class _Figures:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.stats: Any = None  # the run's RunStats (edgeseg.video.pipeline)
+        self.stats: Any = None  # the run's RunStats (edgeseg.video.stats)
         self.labels: Optional[np.ndarray] = None
         self.classes: Tuple[str, ...] = ()
         self.colours: Tuple[str, ...] = ()
@@ -258,9 +264,7 @@ class LiveSink(VideoSink):
         self._thread.join(timeout=1.0)
 
     def _serve(self) -> None:
-        from edgeseg.video.pipeline import HELPER_NICENESS, _lower_priority  # not at import: the pipeline imports the sinks
-
-        _lower_priority(HELPER_NICENESS)  # the connections' threads, started from this one, inherit it
+        lower_priority(HELPER_NICENESS)  # the connections' threads, started from this one, inherit it
         self.server.serve_forever(poll_interval=POLL_S)
 
 

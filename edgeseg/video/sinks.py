@@ -1,5 +1,5 @@
-"""Video sinks named by URI: ``display://``, a video file (.mp4, .avi, .mkv), an image folder, or
-``http://HOST:PORT``, the live view in a browser (edgeseg/video/live.py).
+"""Video sinks: the ``VideoSink`` base, a video file (.mp4, .avi, .mkv), an image folder and a window
+(``display://``). The live view in a browser is in live.py; outputs.py opens any of them by URI.
 
 A video file is written under a hidden temporary name (unique to the process) and renamed when
 it is closed, so the final name only ever holds a finished, playable file; ``close`` runs on
@@ -17,8 +17,8 @@ keeps its file's index in memory until the file is closed (an mp4 about 73 bytes
 recording that runs for days needs segments to keep memory flat; a killed run loses only the
 segment it was writing.
 
-Existing outputs are never replaced silently: ``check_output`` refuses an existing file or a
-non-empty folder unless ``exist_ok``. With ``exist_ok`` a file is replaced when the new one is
+Existing outputs are never replaced silently: ``check_video_file`` and ``check_image_folder`` refuse
+an existing file or a non-empty folder unless ``exist_ok``. With ``exist_ok`` a file is replaced when the new one is
 finished, and a folder loses only the files of the sink's own pattern (``frame_NNNNNN.png``),
 so no old frame is mixed with new ones and nothing else in the folder is touched.
 """
@@ -68,7 +68,7 @@ class VideoFileSink(VideoSink):
     def __init__(self, uri: str, fps: float, size: tuple[int, int] | None = None, exist_ok: bool = False,
                  segment_frames: int | None = None) -> None:  # fmt: skip
         self.uri, self.fps, self.segment_frames = uri, fps, segment_frames
-        check_output(uri, exist_ok, segmented=segment_frames is not None)
+        check_video_file(uri, exist_ok, segmented=segment_frames is not None)
         if segment_frames is not None:
             _remove_old_segments(Path(uri))  # only with exist_ok can any exist: never mix two recordings
         self.segment = 0
@@ -189,7 +189,7 @@ def _write_failure_cause(path: Path) -> str:
 class ImageFolderSink(VideoSink):
     def __init__(self, uri: str, exist_ok: bool = False) -> None:
         self.uri, self.folder = uri, Path(uri)
-        check_output(uri, exist_ok)
+        check_image_folder(uri, exist_ok)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             for old in _own_frames(self.folder):  # a previous run's frames: never mixed with this run's
@@ -243,22 +243,6 @@ class DisplaySink(VideoSink):
         cv2.destroyWindow(self.title)
 
 
-def open_sink(uri: str, fps: float, size: tuple[int, int] | None = None, exist_ok: bool = False,
-              segment_frames: int | None = None) -> VideoSink:  # fmt: skip
-    """A sink for ``uri``; ``size`` (width, height), when known, opens a video file at once.
-    ``exist_ok``: replace an existing video file, or clear a folder's old frames (see the module's text).
-    ``segment_frames``: cut a video file into files of this many frames (``NAME_0000.EXT``, ...)."""
-    if uri == DISPLAY:
-        return DisplaySink()
-    if _is_live(uri):
-        from edgeseg.video.live import LiveSink
-
-        return LiveSink(uri)
-    if Path(uri).suffix.lower() in VIDEO_CODECS:
-        return VideoFileSink(uri, fps, size, exist_ok, segment_frames)
-    return ImageFolderSink(uri, exist_ok)
-
-
 def segment_path(base: Path, segment: int) -> Path:
     """``rec.mp4`` -> ``rec_0003.mp4`` for segment 3."""
     return base.with_name(f"{base.stem}_{segment:04d}{base.suffix}")
@@ -279,39 +263,29 @@ def _remove_old_segments(base: Path) -> None:
         raise EdgesegError(f"--out {base}: cannot remove an earlier recording's segments ({err.strerror}); choose another --out") from None
 
 
-def check_output(uri: str, exist_ok: bool = False, segmented: bool = False) -> None:
-    """Refuse, in one line and before any work, an output that cannot be written or would replace something."""
-    if uri == DISPLAY:
-        return
-    if _is_live(uri):
-        from edgeseg.video.live import check_live
-
-        check_live(uri)
-        return
+def check_video_file(uri: str, exist_ok: bool = False, segmented: bool = False) -> None:
+    """Refuse, in one line and before any work, a video file that cannot be written or would replace something."""
     path = Path(uri)
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_CODECS:
-        if path.is_dir():
-            raise EdgesegError(f"--out {uri}: is a folder; pass a file name, or a folder name without a video suffix for frames")
-        if path.exists() and not exist_ok and not segmented:
-            raise EdgesegError(f"--out {uri}: file exists; choose another name, or pass --exist-ok to replace it when the new one is finished")
-        if segmented and _old_segments(path) and not exist_ok:
-            raise EdgesegError(f"--out {uri}: segments of an earlier recording exist ({_old_segments(path)[0].name}, ...); "
-                               "choose another name, or pass --exist-ok to delete them and record anew")  # fmt: skip
-        check_output_path(path, "--out")
-        return
-    if suffix and not path.is_dir():
-        raise EdgesegError(f"--out {uri}: unknown output kind {suffix}; use .mp4, .avi, .mkv, a folder, or display://")
+    if path.is_dir():
+        raise EdgesegError(f"--out {uri}: is a folder; pass a file name, or a folder name without a video suffix for frames")
+    if path.exists() and not exist_ok and not segmented:
+        raise EdgesegError(f"--out {uri}: file exists; choose another name, or pass --exist-ok to replace it when the new one is finished")
+    if segmented and _old_segments(path) and not exist_ok:
+        raise EdgesegError(f"--out {uri}: segments of an earlier recording exist ({_old_segments(path)[0].name}, ...); "
+                           "choose another name, or pass --exist-ok to delete them and record anew")  # fmt: skip
+    check_output_path(path, "--out")
+
+
+def check_image_folder(uri: str, exist_ok: bool = False) -> None:
+    """Refuse, in one line and before any work, a frame folder that cannot be written or holds other files."""
+    path = Path(uri)
+    if path.suffix and not path.is_dir():
+        raise EdgesegError(f"--out {uri}: unknown output kind {path.suffix.lower()}; use .mp4, .avi, .mkv, a folder, or display://")
     if path.exists() and not path.is_dir():
         raise EdgesegError(f"--out {uri}: is a file; pass a folder for the frames, or a .mp4/.avi name for a video")
     if path.is_dir() and any(path.iterdir()) and not exist_ok:
         raise EdgesegError(f"--out {uri}: folder is not empty; choose another, or pass --exist-ok to delete its old frame_*.png and write new ones")
     check_output_path(path, "--out", folder=True)
-
-
-def _is_live(uri: str) -> bool:
-    """``http://HOST:PORT``: the live view in a browser (edgeseg/video/live.py)."""
-    return uri.lower().startswith("http://")
 
 
 def _own_frames(folder: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import glob
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -35,6 +35,20 @@ _CV_LOG = getattr(getattr(cv2, "utils", None), "logging", None)
 if _CV_LOG is not None:
     _CV_LOG.setLogLevel(_CV_LOG.LOG_LEVEL_SILENT)
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when FFmpeg is first used
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What a run asks of its source. ``width``/``height``/``fps``: asked of a camera, applied to files and
+    folders (``fps`` is a folder's frame rate). ``loop``: start a file or folder again at its end.
+    ``decode_threads``: FFmpeg's decoder threads (default: its own choice, one per core); one when a
+    model on the CPU needs the cores: FFmpeg's frame threads cost 10 to 100 % more CPU a frame."""
+
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    loop: bool = False
+    decode_threads: int | None = None
 
 
 @dataclass
@@ -63,11 +77,10 @@ class VideoSource:
 class CaptureSource(VideoSource):
     """Anything OpenCV's VideoCapture opens: cameras, files, network streams, GStreamer pipelines."""
 
-    def __init__(self, uri: str, target: int | str, api: int, is_live: bool, loop: bool,
-                 width: int | None, height: int | None, fps: float | None, decode_threads: int | None = None) -> None:  # fmt: skip
-        self.uri, self.is_live, self.loop = uri, is_live, loop
-        self.decode_threads = decode_threads
-        self._target, self._api, self._settings = target, api, (width, height, fps)
+    def __init__(self, uri: str, target: int | str, api: int, is_live: bool, options: SourceOptions) -> None:
+        self.uri, self.is_live, self.loop = uri, is_live, options.loop
+        self.decode_threads = options.decode_threads
+        self._target, self._api, self._settings = target, api, (options.width, options.height, options.fps)
         self._index = 0
         self._capture = self._open()
         if self._capture is None:
@@ -78,7 +91,7 @@ class CaptureSource(VideoSource):
         if not is_live:
             self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
         reported = self._capture.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps or (reported if 1 <= reported <= 240 else 30.0))
+        self.fps = float(options.fps or (reported if 1 <= reported <= 240 else 30.0))
 
     def _open(self) -> cv2.VideoCapture | None:
         params = []
@@ -123,11 +136,10 @@ class CaptureSource(VideoSource):
 
 
 class ImageFolderSource(VideoSource):
-    def __init__(self, uri: str, paths: list[Path], loop: bool, width: int | None, height: int | None,
-                 fps: float | None) -> None:  # fmt: skip
-        self.uri, self.paths, self.loop = uri, paths, loop
-        self._settings = (width, height, fps)
-        self.fps = float(fps or 30.0)
+    def __init__(self, uri: str, paths: list[Path], options: SourceOptions) -> None:
+        self.uri, self.paths, self.loop = uri, paths, options.loop
+        self._settings = (options.width, options.height, options.fps)
+        self.fps = float(options.fps or 30.0)
         self._index = 0
 
     def read(self) -> Frame | None:
@@ -143,39 +155,30 @@ class ImageFolderSource(VideoSource):
         return frame
 
 
-def open_source(
-    uri: str,
-    *,
-    width: int | None = None,
-    height: int | None = None,
-    fps: float | None = None,
-    loop: bool = False,
-    decode_threads: int | None = None,
-) -> VideoSource:
-    """``decode_threads``: FFmpeg's decoder threads (default: its own choice, one per core). One when a
-    model on the CPU needs the cores: FFmpeg's frame threads cost 10 to 100 % more CPU a frame."""
-    settings = {"width": width, "height": height, "fps": fps}
-    ffmpeg = {"decode_threads": decode_threads}
+def open_source(uri: str, options: SourceOptions | None = None) -> VideoSource:
+    """The source ``uri`` names (see the module's text), opened with ``options``."""
+    options = options or SourceOptions()
     uri = str(uri).strip()
+    live = replace(options, loop=False)  # a live source never loops; FFmpeg alone takes decode_threads
     if uri.isdigit() or uri.startswith("/dev/video"):
         target: int | str = int(uri) if uri.isdigit() else uri
-        return CaptureSource(uri, target, cv2.CAP_ANY, True, False, **settings)
+        return CaptureSource(uri, target, cv2.CAP_ANY, True, live)
     if uri.startswith("csi://"):
-        return CaptureSource(uri, _gstreamer(csi_pipeline(uri, width, height, fps), uri), cv2.CAP_GSTREAMER, True,
-                             False, **settings)  # fmt: skip
+        pipeline = csi_pipeline(uri, options.width, options.height, options.fps)
+        return CaptureSource(uri, _gstreamer(pipeline, uri), cv2.CAP_GSTREAMER, True, live)
     if uri.startswith(NETWORK_SCHEMES):
         if uri.startswith(("rtsp://", "rtsps://")):
             # TCP, no buffering: a lost UDP packet smears frames, and buffering is the seconds of lag users see.
             os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay")
-        return CaptureSource(uri, uri, cv2.CAP_FFMPEG, True, False, **settings, **ffmpeg)
+        return CaptureSource(uri, uri, cv2.CAP_FFMPEG, True, live)
     if "!" in uri:
-        return CaptureSource(uri, _gstreamer(uri, uri), cv2.CAP_GSTREAMER, True, False, **settings)
+        return CaptureSource(uri, _gstreamer(uri, uri), cv2.CAP_GSTREAMER, True, live)
     path = Path(uri)
     if path.is_file():
-        return CaptureSource(uri, str(path), cv2.CAP_FFMPEG, False, loop, **settings, **ffmpeg)
+        return CaptureSource(uri, str(path), cv2.CAP_FFMPEG, False, options)
     images = _images(uri)
     if images:
-        return ImageFolderSource(uri, images, loop, **settings)
+        return ImageFolderSource(uri, images, options)
     if path.is_dir():
         raise EdgesegError(f"{uri}: folder has no images ({', '.join(IMAGE_SUFFIXES)}); pass a folder of frames")
     raise EdgesegError(f"{uri}: no such file, folder, camera or stream; pass --camera N, a file, a folder or a URL")
