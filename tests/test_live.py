@@ -19,6 +19,7 @@ import pytest
 
 import browser as chromium
 from conftest import ROOT, assert_one_line_error, run_cli, wait_for
+from edgeseg.core.errors import EdgesegError
 from edgeseg.data import resolve_dataset
 from edgeseg.video.live import LiveSink
 
@@ -375,6 +376,21 @@ def test_bad_addresses_are_one_line_errors_before_the_model_loads(video_model, c
             assert_one_line_error(done, f"--out {uri}", fragment)
     finally:
         taken.close()
+
+
+def test_a_second_output_that_cannot_open_frees_the_first(video_model, camvid_clip):
+    """Each address is free when checked, but 0.0.0.0:P and 127.0.0.1:P cannot both be listened on: the second
+    fails to open after the first began serving; the first is closed and its port freed."""
+    from edgeseg.video import RunOptions, run_session
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(EdgesegError, match="cannot listen there"):
+        run_session(video_model, str(camvid_clip), [f"http://0.0.0.0:{port}", f"http://127.0.0.1:{port}"], RunOptions(threads=1))
+    assert port_is_free(port)
+    assert not [t for t in threading.enumerate() if "live" in t.name.lower()]
 
 
 def test_uri_parsing():

@@ -21,6 +21,7 @@ from edgeseg.runtime import Segmenter
 from edgeseg.runtime.backends import runs_on_cpu
 from edgeseg.video.outputs import check_output, open_sink
 from edgeseg.video.pipeline import RunOptions, renderer_for, run_video
+from edgeseg.video.sinks import VideoSink
 from edgeseg.video.sources import SourceOptions, open_source
 from edgeseg.video.stats import format_stats
 from edgeseg.video.threads import HELPER_NICENESS, at_priority, stop_on_signals
@@ -41,8 +42,7 @@ def run_session(model: str | Path, source_uri: str, sink_uris: Sequence[str], op
         streams = options.streams or auto_streams(on_cpu, source.is_live or options.realtime, options.threads)
         segmenter = opened.enter_context(_load(model, options, streams))
         renderer_for(segmenter.meta, options)  # refused before an output is created
-        segment_frames = max(1, round(options.segment_seconds * source.fps)) if options.segment_seconds else None
-        sinks = [open_sink(uri, source.fps, exist_ok=options.exist_ok, segment_frames=segment_frames) for uri in sink_uris]
+        sinks = _open_sinks(sink_uris, source.fps, options)
         stats = run_video(source, segmenter, sinks, options, stop)
     report = {"source": source_uri, "sinks": list(sink_uris), "streams": segmenter.streams, **stats.to_dict()}
     print(format_stats(report), flush=True)
@@ -76,6 +76,20 @@ def _check(sink_uris: Sequence[str], options: RunOptions) -> None:
         raise EdgesegError(f"--segment {options.segment_seconds}: give the length of each recording file in seconds, e.g. 600")
     for uri in sink_uris:
         check_output(uri, options.exist_ok, segmented=options.segment_seconds is not None)
+
+
+def _open_sinks(sink_uris: Sequence[str], fps: float, options: RunOptions) -> list[VideoSink]:
+    """Every output opened, or none: when one fails, those opened before it are closed (a live view's port freed)."""
+    segment_frames = max(1, round(options.segment_seconds * fps)) if options.segment_seconds else None
+    sinks: list[VideoSink] = []
+    try:
+        for uri in sink_uris:
+            sinks.append(open_sink(uri, fps, exist_ok=options.exist_ok, segment_frames=segment_frames))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
 
 
 def _source_options(options: RunOptions, on_cpu: bool) -> SourceOptions:
