@@ -109,16 +109,17 @@ def verify_(
 ) -> None:
     """Check a deployed model (or every model of a bundle) against the PyTorch reference labels in its bundle; exit 1 below the threshold."""
     from edgeseg.report import check_report_name
-    from edgeseg.deploy.verify import failure_line, run_verify, run_verify_bundle
+    from edgeseg.deploy.verify import VerifyOptions, failure_line, run_verify, run_verify_bundle
 
     check_outputs({"--json": json_path, "--report": report_path}, exist_ok, inputs={"MODEL": model, "--bundle": bundle})
     check_report_name(report_path)
+    options = VerifyOptions(min_agreement, backend, device, threads, json_path, report_path)
     if model.is_dir():
         if bundle is not None:
             raise EdgesegError(f"--bundle {bundle}: MODEL {model} is a bundle folder already; pass the folder once")
-        reports = run_verify_bundle(model, json_path, min_agreement, backend, device, threads, report_path)
+        reports = run_verify_bundle(model, options)
     else:
-        reports = [run_verify(model, bundle, json_path, min_agreement, backend, device, threads, report_path)]
+        reports = [run_verify(model, bundle, options)]
     failed = [report for report in reports if not report.passed]
     for report in failed:
         typer.echo(failure_line(report), err=True)

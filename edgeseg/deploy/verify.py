@@ -83,56 +83,49 @@ class VerifyReport:
         }  # fmt: skip
 
 
-def run_verify(
-    model: Path,
-    bundle_dir: Optional[Path] = None,
-    json_path: Optional[Path] = None,
-    min_agreement: Optional[float] = None,
-    backend: str = "auto",
-    device: Optional[str] = None,
-    threads: Optional[int] = None,
-    report_path: Optional[Path] = None,
-) -> VerifyReport:
+@dataclass(frozen=True)
+class VerifyOptions:
+    """``edgeseg verify``'s options: the bar, how the models run, and what is written."""
+
+    min_agreement: Optional[float] = None  # a share of pixels; None takes the bundle's bar for the precision
+    backend: str = "auto"
+    device: Optional[str] = None
+    threads: Optional[int] = None
+    json_path: Optional[Path] = None
+    report_path: Optional[Path] = None  # the --report page; its pictures are only kept when one is asked for
+
+
+def run_verify(model: Path, bundle_dir: Optional[Path] = None, options: VerifyOptions = VerifyOptions()) -> VerifyReport:
     """Check, run, print the table and write --json and --report; the caller turns a failed report into exit 1."""
     model = Path(model)
     if not model.is_file():
         raise EdgesegError(f"{model}: no such model file; check the path")
-    _check_min_agreement(min_agreement)
+    _check_min_agreement(options.min_agreement)
     bundle = _bundle_for(model, bundle_dir)
     facts = _checked_facts(model, bundle)
-    run = _Run(backend, device, threads, pictures=report_path is not None)
-    report = _verify_one(model, facts, bundle, bundle.verify_set(), min_agreement, run)
-    if json_path is not None:
-        write_json(json_path, report.to_dict())
-    _write_report(report_path, [report], bundle)
+    report = _verify_one(model, facts, bundle, bundle.verify_set(), options)
+    if options.json_path is not None:
+        write_json(options.json_path, report.to_dict())
+    _write_report(options.report_path, [report], bundle)
     return report
 
 
-def run_verify_bundle(
-    folder: Path,
-    json_path: Optional[Path] = None,
-    min_agreement: Optional[float] = None,
-    backend: str = "auto",
-    device: Optional[str] = None,
-    threads: Optional[int] = None,
-    report_path: Optional[Path] = None,
-) -> List[VerifyReport]:
+def run_verify_bundle(folder: Path, options: VerifyOptions = VerifyOptions()) -> List[VerifyReport]:
     """``verify BUNDLE``: every model of the bundle (``bundle_models``), each checked before any runs;
     --json holds ``{"bundle", "passed", "models": [one report per model]}``."""
-    _check_min_agreement(min_agreement)
+    _check_min_agreement(options.min_agreement)
     bundle = load_bundle(folder)
-    models = bundle_models(bundle, backend)
+    models = bundle_models(bundle, options.backend)
     facts = [_checked_facts(model, bundle) for model in models]
     verify_set = bundle.verify_set()
-    run = _Run(backend, device, threads, pictures=report_path is not None)
-    reports = [_verify_one(model, fact, bundle, verify_set, min_agreement, run) for model, fact in zip(models, facts)]
+    reports = [_verify_one(model, fact, bundle, verify_set, options) for model, fact in zip(models, facts)]
     if len(reports) > 1:
         print("\n".join(f"{'PASSED' if r.passed else 'FAILED'}  {r.model} ({r.precision}): pixel agreement "
                         f"{100 * r.pixel_agreement:.3f} % (threshold {100 * r.min_agreement:.2f} %)" for r in reports))  # fmt: skip
-    if json_path is not None:
-        write_json(json_path, {"bundle": str(bundle.root), "passed": all(r.passed for r in reports),
-                               "models": [r.to_dict() for r in reports]})  # fmt: skip
-    _write_report(report_path, reports, bundle)
+    if options.json_path is not None:
+        write_json(options.json_path, {"bundle": str(bundle.root), "passed": all(r.passed for r in reports),
+                                       "models": [r.to_dict() for r in reports]})  # fmt: skip
+    _write_report(options.report_path, reports, bundle)
     return reports
 
 
@@ -171,16 +164,6 @@ def bundle_models(bundle: Bundle, backend: str = "auto") -> List[Path]:
     return models
 
 
-@dataclass(frozen=True)
-class _Run:
-    """How the models run: ``--backend``, ``--device``, ``--threads``."""
-
-    backend: str
-    device: Optional[str]
-    threads: Optional[int]
-    pictures: bool = False  # the least agreeing images, for --report
-
-
 def _check_min_agreement(min_agreement: Optional[float]) -> None:
     if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
         raise EdgesegError(f"--min-agreement {min_agreement}: give the share of pixels as a fraction, e.g. 0.999")
@@ -194,12 +177,11 @@ def _checked_facts(model: Path, bundle: Bundle) -> ModelFacts:
     return facts
 
 
-def _verify_one(model: Path, facts: ModelFacts, bundle: Bundle, verify_set: VerifySet, min_agreement: Optional[float],
-                run: _Run) -> VerifyReport:  # fmt: skip
+def _verify_one(model: Path, facts: ModelFacts, bundle: Bundle, verify_set: VerifySet, run: VerifyOptions) -> VerifyReport:
     """Run ``model`` over the verify set and print its table."""
     from edgeseg.runtime import Segmenter
 
-    backend, device, threads = run.backend, run.device, run.threads
+    backend, device, threads, min_agreement = run.backend, run.device, run.threads, run.min_agreement
     threshold = bundle.threshold(facts.precision) if min_agreement is None else float(min_agreement)
     start = time.perf_counter()
     options = {"threads": threads} if threads else {}
@@ -208,7 +190,7 @@ def _verify_one(model: Path, facts: ModelFacts, bundle: Bundle, verify_set: Veri
         _check_compatible(model, bundle, tuple(meta.input_size), meta.num_classes)
         report = compare(segmenter, verify_set, model, facts.precision, threshold)
         report.backend, report.variant = segmenter.backend.name, segmenter.backend.variant
-        if run.pictures:
+        if run.report_path is not None:
             report.pictures = _worst_pictures(segmenter, verify_set, report)
             report.legend = (tuple(meta.classes), tuple(meta.palette))
     report.seconds = time.perf_counter() - start
