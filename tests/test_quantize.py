@@ -1,6 +1,9 @@
 """FP16, INT8 and the TensorRT calibration cache, on real ONNX Runtime sessions and real CamVid images."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -433,3 +436,34 @@ def test_the_amx_rewrite_is_opt_in_and_a_variant_not_a_new_backend_name(exported
     header, _, *rows = format_table([plain, rewritten]).splitlines()
     assert header.split()[:3] == ["model", "backend", "variant"] and [r.split()[1:3] for r in rows] == [
         ["onnxruntime", "-"], ["onnxruntime", "amx"]]
+
+
+_CALIBRATE_ONCE = """
+import sys
+from pathlib import Path
+import numpy as np
+import onnxruntime as ort
+from edgeseg.export.quantize import CalibrationSettings, calibrate, write_calibration_cache
+model, out = Path(sys.argv[1]), Path(sys.argv[2])
+_, channels, height, width = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+rng = np.random.default_rng(0)
+batches = [rng.random((1, channels, height, width), dtype=np.float32) for _ in range(4)]
+ranges = calibrate(model, iter(batches), CalibrationSettings(method=sys.argv[3]), out / "calib.json")
+write_calibration_cache(ranges, {}, "10.3.0", out / "calib.cache")
+"""
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_calibration_files_are_the_same_bytes_whatever_python_hashes(exported, method, tmp_path):
+    """ONNX Runtime hands the calibrated tensors over in a set's order, which PYTHONHASHSEED changes: the bundle's
+    ranges and cache are written in name order, so one export's files are byte for byte another's."""
+    written = []
+    for seed in ("1", "2"):
+        out = tmp_path / seed
+        out.mkdir()
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", _CALIBRATE_ONCE, str(exported.files["fp32"]), str(out), method],
+                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        written.append(((out / "calib.json").read_bytes(), (out / "calib.cache").read_bytes()))
+    assert written[0] == written[1]

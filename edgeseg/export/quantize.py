@@ -87,10 +87,11 @@ def calibrate(
             calibrator.collect_data(_Reader(calibrator.infer_session.get_inputs()[0].name, chunk))
         if settings.method == "entropy":
             histograms = calibrator.collector.histogram_dict
-            ranges = {name: entropy_range(*histograms[name][:4]) for name in histograms}
+            ranges = {name: entropy_range(*histograms[name][:4]) for name in sorted(histograms)}
             tensors = TensorsData(CalibrationMethod.Entropy, {k: _tensor_data(*v) for k, v in ranges.items()})
         else:
-            tensors = calibrator.compute_data()
+            computed = calibrator.compute_data()  # in ONNX Runtime's set order, which changes with PYTHONHASHSEED
+            tensors = TensorsData(computed.calibration_method, {name: computed[name] for name in sorted(computed.keys())})
         # save_tensors_data writes through mkstemp (mode 0600); copy it out with the usual permissions
         save_tensors_data(tensors, work / "ranges.json")
         write_bytes(ranges_path, (work / "ranges.json").read_bytes())
