@@ -37,7 +37,6 @@ def main(
     """edgeseg: data -> model -> train -> export -> quantize -> build -> runtime -> eval / bench / run."""
 
 
-
 def split_list(value: Optional[str]) -> Optional[Tuple[str, ...]]:
     """"a, b,c" -> ("a", "b", "c"); None stays None."""
     return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())

@@ -177,20 +177,20 @@ def _checked_facts(model: Path, bundle: Bundle) -> ModelFacts:
     return facts
 
 
-def _verify_one(model: Path, facts: ModelFacts, bundle: Bundle, verify_set: VerifySet, run: VerifyOptions) -> VerifyReport:
+def _verify_one(model: Path, facts: ModelFacts, bundle: Bundle, verify_set: VerifySet, options: VerifyOptions) -> VerifyReport:
     """Run ``model`` over the verify set and print its table."""
     from edgeseg.runtime import Segmenter
 
-    backend, device, threads, min_agreement = run.backend, run.device, run.threads, run.min_agreement
+    min_agreement = options.min_agreement
     threshold = bundle.threshold(facts.precision) if min_agreement is None else float(min_agreement)
     start = time.perf_counter()
-    options = {"threads": threads} if threads else {}
-    with Segmenter.load(model, backend=backend, device=device, **options) as segmenter:
+    threads = {"threads": options.threads} if options.threads else {}
+    with Segmenter.load(model, backend=options.backend, device=options.device, **threads) as segmenter:
         meta = segmenter.meta
         _check_compatible(model, bundle, tuple(meta.input_size), meta.num_classes)
         report = compare(segmenter, verify_set, model, facts.precision, threshold)
         report.backend, report.variant = segmenter.backend.name, segmenter.backend.variant
-        if run.report_path is not None:
+        if options.report_path is not None:
             report.pictures = _worst_pictures(segmenter, verify_set, report)
             report.legend = (tuple(meta.classes), tuple(meta.palette))
     report.seconds = time.perf_counter() - start
