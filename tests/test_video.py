@@ -95,11 +95,39 @@ def _start_run(*args):
 
 
 def _serve(clip, port: int) -> subprocess.Popen:
-    """An MJPEG-over-HTTP camera stand-in: ffmpeg plays the clip in a loop at its frame rate."""
-    return subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip), "-c:v", "mjpeg",
-         "-q:v", "5", "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/cam"]  # fmt: skip
-    )
+    """An MJPEG-over-HTTP camera stand-in: ffmpeg plays the clip in a loop at its frame rate. Returns once it
+    listens (read from /proc/net/tcp: a probe connection would be taken for its one client). Started again
+    while the port is still held by the connection of a server killed a moment ago (ffmpeg then exits 1)."""
+    deadline = time.monotonic() + 20
+    while True:
+        server = subprocess.Popen(
+            ["ffmpeg", "-hide_banner", "-loglevel", "quiet", "-re", "-stream_loop", "-1", "-i", str(clip), "-c:v", "mjpeg",
+             "-q:v", "5", "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/cam"]  # fmt: skip
+        )
+        wait_for(lambda: _listening(port) or server.poll() is not None, max(0.1, deadline - time.monotonic()))
+        if server.poll() is None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert server.poll() is None and _listening(port), "ffmpeg never listened"
+    return server
+
+
+def _listening(port: int) -> bool:
+    table = Path("/proc/net/tcp")
+    if not table.exists():  # not Linux: give ffmpeg the time it usually needs
+        time.sleep(1.0)
+        return True
+    rows = [line.split() for line in table.read_text().splitlines()[1:]]
+    return any(row[1].endswith(f":{port:04X}") and row[3] == "0A" for row in rows)  # 0A: LISTEN
+
+
+def _wait_until_writing(run: subprocess.Popen, folder) -> None:
+    """Until the run has a recording open; else its own words, so a failure says why."""
+    if wait_for(lambda: _partials(folder) or run.poll() is not None, 30) and _partials(folder):
+        return
+    run.kill()
+    stdout, stderr = run.communicate(timeout=10)
+    raise AssertionError(f"run never started writing (exit {run.returncode}): {(stderr or stdout)[-1500:]}")
 
 
 @needs_ffmpeg
@@ -108,10 +136,9 @@ def test_network_stream_killed_midway_ends_cleanly_with_a_playable_file(model, c
     server = _serve(clip, port)
     out = tmp_path / "stream.mp4"
     try:
-        time.sleep(0.5)
         run = _start_run(model, "--source", f"http://127.0.0.1:{port}/cam", "--out", out, "--no-show",
                          "--reconnect", "2", "--max-frames", "2000")  # fmt: skip
-        assert wait_for(lambda: _partials(tmp_path), 30), "run never started writing"
+        _wait_until_writing(run, tmp_path)
         time.sleep(1.5)
     finally:
         server.kill()
@@ -127,10 +154,9 @@ def test_network_stream_that_comes_back_is_reconnected(model, clip, tmp_path):
     port, out, stats = _free_port(), tmp_path / "stream.mp4", tmp_path / "stats.json"
     server = _serve(clip, port)
     try:
-        time.sleep(0.5)
         run = _start_run(model, "--source", f"http://127.0.0.1:{port}/cam", "--out", out, "--no-show",
                          "--reconnect", "6", "--max-frames", "40", "--json", stats)  # fmt: skip
-        assert wait_for(lambda: _partials(tmp_path), 30), "run never started writing"
+        _wait_until_writing(run, tmp_path)
         time.sleep(1.0)
         server.kill()
         server.wait(timeout=10)
